@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint docs pytest clean
+.PHONY: setup test lint docs pytest demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,14 @@ pytest: setup
 	$(BIN)/python -m pytest -q
 
 test: lint docs pytest
+
+# The main job (generation) on tiny RANDOM weights in the official layout: no download, CPU.
+demo: setup
+	$(BIN)/python -m fantasytalking.testing make-tiny-weights outputs/tiny-weights --layout original
+	$(BIN)/fantasytalking generate --weights outputs/tiny-weights \
+		--image examples/assets/portrait.png --audio examples/assets/speech.wav \
+		--output outputs/demo.mp4 --size 128 --steps 10 --overwrite
+	@echo "video: outputs/demo.mp4 (settings: outputs/demo.json). The weights are random: see README."
 
 clean:
 	rm -rf site .pytest_cache .ruff_cache

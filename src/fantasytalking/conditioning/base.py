@@ -124,6 +124,15 @@ class ConditioningStack(nn.Module):
         return len(self.conditioners)
 
     @property
+    def device(self) -> torch.device:
+        """Device of the trainable parameters (the frozen speech encoder may sit elsewhere)."""
+        return next(self.parameters(), torch.empty(0)).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters(), torch.empty(0)).dtype
+
+    @property
     def names(self) -> list[str]:
         return list(self.conditioners.keys())
 

@@ -67,6 +67,14 @@ class FantasyTalkingTransformer(nn.Module):
         return self.transformer.config
 
     @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
     def inner_dim(self) -> int:
         return self.config.num_attention_heads * self.config.attention_head_dim
 

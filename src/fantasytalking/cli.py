@@ -1,0 +1,141 @@
+"""Command line: ``fantasytalking generate ...``.
+
+Examples::
+
+    # try it without the 80 GB download: tiny random weights, runs on CPU in seconds
+    python -m fantasytalking.testing make-tiny-weights /tmp/tiny --layout original
+    fantasytalking generate --weights /tmp/tiny --image face.png --audio speech.wav --output out.mp4
+
+    # the real model (see docs/weights.md)
+    fantasytalking generate --weights weights/ --image face.png --audio speech.wav \\
+        --prompt "A woman is talking." --output out.mp4 --device cuda --dtype bfloat16
+
+Every user error (missing file, unreadable audio, image too small, weights missing or of the
+wrong size, output exists) prints one line ``error: ...`` and exits with status 2, writing nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fantasytalking.errors import FantasyTalkingError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _steps_range(text: str) -> tuple[int, int]:
+    try:
+        first, last = (int(v) for v in text.split("-"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST (e.g. 0-20), got {text!r}") from err
+    return first, last
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fantasytalking.pipeline import DEFAULT_PROMPT, GenerationSettings
+
+    defaults = GenerationSettings()
+    parser = argparse.ArgumentParser(prog="fantasytalking", description="FantasyTalking talking-portrait video.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser(
+        "generate",
+        help="generate a talking video from a portrait and a speech track",
+        description="Generate a talking video (mp4 with sound, plus a JSON sidecar of every setting).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    gen.add_argument("--weights", type=Path, help="folder holding the Wan2.1-I2V-14B-720P folder (original or "
+                     "-Diffusers layout), wav2vec2-base-960h and fantasytalking_model.ckpt; see docs/weights.md")
+    gen.add_argument("--wan", help="Wan2.1-I2V-14B-720P folder or hub name (overrides --weights)")
+    gen.add_argument("--wav2vec", help="wav2vec2 folder or hub name (overrides --weights)")
+    gen.add_argument("--fantasytalking", help="fantasytalking_model.ckpt or .safetensors (overrides --weights)")
+    gen.add_argument("--allow-download", action="store_true",
+                     help="let hub names download missing weights (needs a network)")
+    gen.add_argument("--image", type=Path, required=True, help="portrait image (any format PIL reads)")
+    gen.add_argument("--audio", type=Path, required=True, help="speech (wav/flac/mp3/m4a/...; any sample rate)")
+    gen.add_argument("--output", type=Path, required=True, help="output .mp4 (its settings go to the same name .json)")
+    gen.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt")
+    gen.add_argument("--negative-prompt", default=None, help="negative prompt (default: Wan's standard one)")
+    gen.add_argument("--steps", type=int, default=defaults.num_inference_steps, help="denoising steps")
+    gen.add_argument("--size", type=int, default=defaults.max_edge,
+                     help="longest edge in pixels (sides rounded up to multiples of 16)")
+    gen.add_argument("--fps", type=int, default=defaults.fps, help="frames per second (weights trained at 23)")
+    gen.add_argument("--max-frames", type=int, default=defaults.max_frames, help="most frames of the clip (4k+1)")
+    gen.add_argument("--seed", type=int, default=defaults.seed, help="noise seed")
+    gen.add_argument("--prompt-cfg", type=float, default=defaults.prompt_cfg, help="prompt guidance scale")
+    gen.add_argument("--audio-cfg", type=float, default=defaults.audio_cfg, help="audio guidance scale")
+    gen.add_argument("--audio-scale", type=float, default=defaults.audio_scale,
+                     help="weight of the audio attention (0 = no audio)")
+    gen.add_argument("--audio-guidance-steps", type=_steps_range, default=None, metavar="FIRST-LAST",
+                     help="steps (0-based, inclusive) with separate audio guidance; default all. Keep >= 70%%")
+    gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    gen.add_argument("--dtype", choices=DTYPES, default=None,
+                     help="model dtype (default: bfloat16 on a GPU, float32 on CPU)")
+    gen.add_argument("--offload", action="store_true",
+                     help="keep models on the CPU and move each to the GPU only while it runs (less GPU memory)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> Path:
+    import torch
+
+    from fantasytalking import io as ftio
+    from fantasytalking.pipeline import WAN_NEGATIVE_PROMPT, FantasyTalkingPipeline
+
+    # Cheap checks first: fail before loading gigabytes.
+    ftio.check_output_path(args.output, overwrite=args.overwrite)
+    ftio.load_image(args.image)
+    ftio.load_audio(args.audio)
+    if args.steps < 1:
+        raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
+    if args.fps < 1 or args.size < 16 or args.max_frames < 5:
+        raise FantasyTalkingError("--fps must be >= 1, --size >= 16 and --max-frames >= 5.")
+
+    device = torch.device(args.device)
+    dtype_name = args.dtype or ("float32" if device.type == "cpu" else "bfloat16")
+    dtype = getattr(torch, dtype_name)
+    if args.weights is None and not (args.wan and args.wav2vec and args.fantasytalking):
+        raise FantasyTalkingError("give --weights DIR (or all of --wan, --wav2vec and --fantasytalking).")
+    pipe = FantasyTalkingPipeline.from_pretrained(
+        args.weights, wan=args.wan, wav2vec=args.wav2vec, fantasytalking=args.fantasytalking,
+        device="cpu" if args.offload else device, dtype=dtype, local_files_only=not args.allow_download,
+    )
+    if args.offload:
+        pipe.enable_model_cpu_offload(device=device)
+    result = pipe(
+        args.image, args.audio, args.prompt,
+        WAN_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
+        num_inference_steps=args.steps, max_edge=args.size, fps=args.fps, max_frames=args.max_frames,
+        prompt_cfg=args.prompt_cfg, audio_cfg=args.audio_cfg, audio_scale=args.audio_scale,
+        audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
+    )
+    for note in result.settings.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return pipe.save(result, args.output, overwrite=args.overwrite)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    try:
+        if args.command == "generate":
+            path = _generate(args)
+            print(f"wrote {path}")
+    except FantasyTalkingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,448 @@
+"""Inference: one portrait + one speech track -> a talking video (FANTASYTALKING.md 3.6-3.8).
+
+:class:`FantasyTalkingPipeline` is a diffusers ``DiffusionPipeline`` (so ``.to()``,
+``enable_model_cpu_offload()`` and progress bars work as diffusers users expect) holding the
+FantasyTalking transformer, the conditioning stack, Wan's VAE, umT5 and CLIP.
+
+Example::
+
+    pipe = FantasyTalkingPipeline.from_pretrained("weights/", device="cuda", dtype=torch.bfloat16)
+    result = pipe("portrait.png", "speech.wav", prompt="A woman is talking.")
+    pipe.save(result, "out.mp4")  # H.264 + AAC, and out.json with every setting
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
+
+from fantasytalking import io as ftio
+from fantasytalking.conditioning import AudioConditioner, ConditioningStack, num_latent_frames
+from fantasytalking.errors import InputError
+from fantasytalking.models import FantasyTalkingTransformer
+from fantasytalking.sampling import GuidanceConfig, flow_match_sigmas, guided_model_fn, sample_euler
+
+logger = logging.getLogger(__name__)
+
+#: Wan2.1's standard negative prompt (its ``sample_neg_prompt``), the release's default.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+    "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+DEFAULT_PROMPT = "A person is talking."
+#: umT5 context length of Wan2.1 (its config's ``text_len``): prompts are zero-padded to it.
+WAN_TEXT_LEN = 512
+
+
+@dataclass
+class GenerationSettings:
+    """Every resolved setting of one generation (written to the JSON sidecar)."""
+
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    num_inference_steps: int = 30
+    max_edge: int = 512
+    fps: int = 23
+    max_frames: int = 81
+    prompt_cfg: float = 5.0
+    audio_cfg: float = 5.0
+    audio_scale: float = 1.0
+    audio_guidance_steps: tuple[int, int] | None = None
+    shift: float = 5.0
+    seed: int = 1111
+    # resolved from the inputs
+    width: int = 0
+    height: int = 0
+    num_frames: int = 0
+    audio_seconds_used: float = 0.0
+    audio_seconds_given: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FantasyTalkingOutput:
+    """A generated clip.
+
+    Attributes:
+        frames: ``uint8 (F, H, W, 3)`` video frames.
+        audio: ``float32 (T,)`` the speech used (16 kHz mono, cut to the clip).
+        sample_rate: of ``audio``.
+        fps: video frame rate.
+        settings: every resolved setting.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+    fps: int
+    settings: GenerationSettings
+
+
+class FantasyTalkingPipeline(DiffusionPipeline):
+    """Image + speech (+ prompt) -> talking video, with the release's defaults.
+
+    Args:
+        transformer: :class:`~fantasytalking.models.FantasyTalkingTransformer`.
+        conditioning: a :class:`~fantasytalking.conditioning.ConditioningStack` with an ``audio``
+            conditioner that has its speech encoder.
+        vae: diffusers ``AutoencoderKLWan``.
+        text_encoder: transformers ``UMT5EncoderModel``; tokenizer: its tokenizer.
+        image_encoder: transformers ``CLIPVisionModel``; image_processor: its ``CLIPImageProcessor``
+            (only its normalisation is used: the image is resized to the encoder's input size as Wan does).
+    """
+
+    model_cpu_offload_seq = "text_encoder->image_encoder->conditioning->transformer->vae"
+
+    def __init__(
+        self,
+        transformer: FantasyTalkingTransformer,
+        conditioning: ConditioningStack,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        image_encoder: Any,
+        image_processor: Any,
+    ) -> None:
+        super().__init__()
+        if "audio" not in conditioning:
+            raise ValueError("the conditioning stack needs an 'audio' conditioner")
+        self.register_modules(
+            transformer=transformer,
+            conditioning=conditioning,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            image_encoder=image_encoder,
+            image_processor=image_processor,
+        )
+        # Wan VAE: 2x per down stage in space, 2x per temporal down stage in time (8 and 4 for Wan2.1).
+        self.vae_scale_factor_spatial = 2 ** len(vae.config.temperal_downsample)
+        self.vae_scale_factor_temporal = 2 ** sum(vae.config.temperal_downsample)
+        self.source_files: list[str] = []  # weight files used (recorded in the sidecar)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        weights: str | Path | None = None,
+        *,
+        wan: str | Path | None = None,
+        wav2vec: str | Path | None = None,
+        fantasytalking: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        local_files_only: bool = True,
+    ) -> FantasyTalkingPipeline:
+        """Load the official weights: one folder holding all three, or explicit paths, or hub names.
+
+        Args:
+            weights: a folder with ``Wan2.1-I2V-14B-720P`` (original or ``-Diffusers`` layout),
+                ``wav2vec2-base-960h`` and ``fantasytalking_model.ckpt`` (see docs/weights.md).
+            wan, wav2vec, fantasytalking: explicit paths or hub names, overriding ``weights``.
+            device, dtype: where the models go (``torch.bfloat16`` on a GPU).
+            local_files_only: False lets hub names download (needs a network).
+        """
+        from fantasytalking.loading import resolve_weights
+
+        paths = resolve_weights(
+            weights, wan=wan, wav2vec=wav2vec, fantasytalking=fantasytalking, local_files_only=local_files_only
+        )
+        pipe = cls(**build_components(paths, device=device, dtype=dtype))
+        pipe.source_files = [str(p) for p in paths.files]
+        return pipe
+
+    # ------------------------------------------------------------------ encoders
+
+    @property
+    def text_len(self) -> int:
+        return self.transformer.text_len
+
+    @property
+    def audio_conditioner(self) -> AudioConditioner:
+        return self.conditioning["audio"]  # type: ignore[return-value]
+
+    def encode_prompt(self, prompts: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """umT5 embeddings, each trimmed to its length and zero-padded to ``text_len``: ``(B, text_len, text_dim)``."""
+        # diffusers' Wan text encoding (ftfy + whitespace clean, pad to max length, zero the padding).
+        return WanImageToVideoPipeline._get_t5_prompt_embeds(
+            self, prompts, max_sequence_length=self.text_len, device=device, dtype=dtype
+        )
+
+    def encode_image(self, image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """CLIP penultimate-layer tokens of images in ``[-1, 1]`` ``(B, 3, H, W)`` -> ``(B, S_img, image_dim)``.
+
+        As Wan does: bicubic resize straight to the encoder's square input (no centre crop), then
+        the CLIP normalisation.
+        """
+        size = self.image_encoder.config.image_size
+        pixels = F.interpolate(image.float(), size=(size, size), mode="bicubic", align_corners=False)
+        mean = torch.tensor(self.image_processor.image_mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_processor.image_std, device=pixels.device).view(1, 3, 1, 1)  # CLIP's
+        pixels = ((pixels * 0.5 + 0.5) - mean) / std
+        encoder_device = next(self.image_encoder.parameters()).device
+        out = self.image_encoder(
+            pixel_values=pixels.to(encoder_device, self.image_encoder.dtype), output_hidden_states=True
+        )
+        return out.hidden_states[-2].to(device=device, dtype=dtype)  # penultimate layer
+
+    def _latents_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        z_dim = self.vae.config.z_dim
+        mean = torch.tensor(self.vae.config.latents_mean, device=device).view(1, z_dim, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, device=device).view(1, z_dim, 1, 1, 1)
+        return mean, std
+
+    def encode_condition(self, image: torch.Tensor, num_frames: int, device: torch.device) -> torch.Tensor:
+        """The I2V condition ``y = [mask (4 ch), VAE([image, zeros...]) (16 ch)]``.
+
+        Args:
+            image: ``(B, 3, H, W)`` reference images in ``[-1, 1]``.
+            num_frames: video frames ``N`` of the clip.
+
+        Returns:
+            ``(B, 4 + z, F, h, w)``.
+        """
+        batch, _, height, width = image.shape
+        vae_device = next(self.vae.parameters()).device
+        video = torch.cat([image[:, :, None], image.new_zeros(batch, 3, num_frames - 1, height, width)], dim=2)
+        latent = self.vae.encode(video.to(vae_device, self.vae.dtype)).latent_dist.mode().float()  # (B, z, F, h, w)
+        mean, std = self._latents_stats(latent.device)
+        latent = ((latent - mean) / std).to(device)
+        frames = latent.shape[2]
+        # The first video frame is given: mask 1 on latent frame 0 (all 4 of its frames), 0 elsewhere.
+        mask = latent.new_zeros(batch, self.vae_scale_factor_temporal, frames, *latent.shape[-2:])
+        mask[:, :, 0] = 1
+        return torch.cat([mask, latent], dim=1)
+
+    def encode_video(self, video: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+        """Normalised VAE latents of videos ``(B, 3, N, H, W)`` in ``[-1, 1]`` -> ``(B, z, F, h, w)`` (fp32)."""
+        vae_device = next(self.vae.parameters()).device
+        dist = self.vae.encode(video.to(vae_device, self.vae.dtype)).latent_dist
+        latent = (dist.sample(generator) if sample else dist.mode()).float()
+        mean, std = self._latents_stats(latent.device)
+        return (latent - mean) / std
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents ``(1, z, F, h, w)`` -> ``uint8 (N, H, W, 3)`` frames."""
+        vae_device = next(self.vae.parameters()).device
+        mean, std = self._latents_stats(vae_device)
+        latents = latents.to(vae_device).float() * std + mean
+        video = self.vae.decode(latents.to(self.vae.dtype)).sample  # (1, 3, N, H, W) in [-1, 1]
+        video = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return video.permute(1, 2, 3, 0).cpu().numpy()  # (N, H, W, 3)
+
+    # ------------------------------------------------------------------ generation
+
+    def prepare_inputs(
+        self, image: Any, audio: Any, settings: GenerationSettings
+    ) -> tuple[torch.Tensor, np.ndarray, GenerationSettings]:
+        """Check and prepare the image and audio; fills the resolved fields of ``settings``."""
+        spatial = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+        pil = image if hasattr(image, "convert") and not isinstance(image, (str, Path)) else ftio.load_image(image)
+        pil = pil.convert("RGB")
+        ftio.check_image_size(pil, min_side=4 * spatial)
+        resized = ftio.resize_for_model(pil, max_edge=settings.max_edge, multiple=spatial)
+        settings.width, settings.height = resized.size
+        image_tensor = ftio.image_to_tensor(resized)[None]  # (1, 3, H, W) in [-1, 1]
+
+        sample_rate = self.audio_conditioner.sample_rate
+        if isinstance(audio, np.ndarray):
+            waveform = audio.astype(np.float32)
+        else:
+            waveform, _ = ftio.load_audio(audio, target_sr=sample_rate)
+        duration = len(waveform) / sample_rate
+        if duration <= 0:
+            raise InputError("the audio is empty; give a speech file with sound.")
+        settings.num_frames = ftio.clip_frames(duration, fps=settings.fps, max_frames=settings.max_frames)
+        used = waveform[: int(ftio.clip_seconds(settings.num_frames, settings.fps) * sample_rate)]  # [0, N / fps]
+        settings.audio_seconds_given = round(duration, 3)
+        settings.audio_seconds_used = round(len(used) / sample_rate, 3)
+        note = ftio.audio_overflow_warning(duration, settings.num_frames, settings.fps)
+        if note:
+            settings.notes.append(note)
+            logger.warning(note)
+        return image_tensor, used, settings
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        audio: Any,
+        prompt: str = DEFAULT_PROMPT,
+        negative_prompt: str = WAN_NEGATIVE_PROMPT,
+        *,
+        num_inference_steps: int = 30,
+        max_edge: int = 512,
+        fps: int = 23,
+        max_frames: int = 81,
+        prompt_cfg: float = 5.0,
+        audio_cfg: float = 5.0,
+        audio_scale: float = 1.0,
+        audio_guidance_steps: tuple[int, int] | None = None,
+        shift: float = 5.0,
+        seed: int = 1111,
+        progress: bool = True,
+    ) -> FantasyTalkingOutput:
+        """Generate a talking clip.
+
+        Args:
+            image: a path or a PIL image (any mode; converted to RGB).
+            audio: a path (any format and sample rate) or a 16 kHz mono ``float32`` array.
+            prompt, negative_prompt: text condition; the negative prompt is the unconditional pass.
+            num_inference_steps: Euler steps (30 in the release).
+            max_edge: longest image edge; sides are rounded up to multiples of 16.
+            fps: video frame rate (the weights were trained at 23).
+            max_frames: cap on ``num_frames = min(int(fps * duration // 4) * 4 + 5, max_frames)``.
+            prompt_cfg, audio_cfg: dual guidance scales (the paper uses 4.5 for both).
+            audio_scale: weight of the audio attention (0 switches the audio off).
+            audio_guidance_steps: ``(first, last)`` steps with separate audio guidance, or None for all.
+            shift: flow-matching shift of the schedule.
+            seed: the initial noise is drawn in fp32 on the CPU from this seed.
+        """
+        settings = GenerationSettings(
+            prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
+            max_edge=max_edge, fps=fps, max_frames=max_frames, prompt_cfg=prompt_cfg, audio_cfg=audio_cfg,
+            audio_scale=audio_scale, audio_guidance_steps=audio_guidance_steps, shift=shift, seed=seed,
+        )
+        if audio_guidance_steps is not None:
+            first, last = audio_guidance_steps
+            if not 0 <= first <= last < num_inference_steps:
+                raise InputError(
+                    f"audio guidance steps {first}-{last} are outside 0-{num_inference_steps - 1}; give FIRST <= LAST."
+                )
+        image_tensor, waveform, settings = self.prepare_inputs(image, audio, settings)
+        device = self._execution_device
+        dtype = self.transformer.transformer.dtype
+
+        # Conditions shared by every pass: image latents + CLIP tokens.
+        y = self.encode_condition(image_tensor.to(device), settings.num_frames, device).to(dtype)  # (1, 20, F, h, w)
+        image_embeds = self.encode_image(image_tensor.to(device), device, dtype)  # (1, S_img, image_dim)
+        text = self.encode_prompt([prompt, negative_prompt], device, dtype)  # (2, text_len, text_dim)
+        text_pos, text_neg = text[:1], text[1:]
+
+        audio_conditioner = self.audio_conditioner
+        features = audio_conditioner.extract_features(waveform)  # (1, L, A)
+        conditions = self.conditioning({"audio": {"features": features, "num_frames": settings.num_frames}})
+        conditions["audio"] = conditions["audio"].with_scale(audio_scale)
+        cond_branches, cond_time = self.conditioning.to_backbone(conditions)
+        null_branches, null_time = self.conditioning.to_backbone(self.conditioning.null(conditions, ["audio"]))
+        uncond_branches, uncond_time = self.conditioning.to_backbone(self.conditioning.null(conditions))
+
+        passes = {
+            "full": (text_pos, cond_branches, cond_time),
+            "no_audio": (text_pos, null_branches, null_time),
+            "uncond": (text_neg, uncond_branches, uncond_time),
+        }
+
+        def predict(latents: torch.Tensor, timestep: torch.Tensor, name: str) -> torch.Tensor:
+            text_embeds, branches, time_embedding = passes[name]
+            model_input = torch.cat([latents.to(dtype), y], dim=1)  # (1, 16 + 20, F, h, w)
+            # The release feeds the timestep in the model dtype; do the same so bf16 runs match it.
+            return self.transformer(
+                model_input, timestep.to(dtype), text_embeds, image_embeds,
+                branches=branches, time_embedding=time_embedding,
+            )
+
+        generator = torch.Generator("cpu").manual_seed(seed)
+        shape = (
+            1,
+            self.vae.config.z_dim,
+            num_latent_frames(settings.num_frames, self.vae_scale_factor_temporal),
+            settings.height // self.vae_scale_factor_spatial,
+            settings.width // self.vae_scale_factor_spatial,
+        )
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+        guidance = GuidanceConfig(prompt_cfg=prompt_cfg, audio_cfg=audio_cfg, audio_steps=audio_guidance_steps)
+        sigmas = flow_match_sigmas(num_inference_steps, shift)
+        self.set_progress_bar_config(disable=not progress)
+        with self.progress_bar(total=num_inference_steps) as bar:
+            latents = sample_euler(guided_model_fn(predict, guidance), noise, sigmas, callback=lambda *_: bar.update())
+        frames = self.decode(latents)
+        self.maybe_free_model_hooks()
+        return FantasyTalkingOutput(
+            frames=frames, audio=waveform, sample_rate=audio_conditioner.sample_rate, fps=fps, settings=settings
+        )
+
+    # ------------------------------------------------------------------ output
+
+    def save(self, output: FantasyTalkingOutput, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``path`` (H.264 + AAC mp4, audio trimmed to the video) and its JSON sidecar, atomically."""
+        path = Path(path)
+        ftio.check_output_path(path, overwrite=overwrite)
+        sidecar = ftio.sidecar_path(path)
+        record = {
+            "video": path.name,
+            "settings": asdict(output.settings),
+            "frames": int(output.frames.shape[0]),
+            "fps": output.fps,
+            "duration_s": round(output.frames.shape[0] / output.fps, 4),
+            "weights": self.source_files,
+            "model": {
+                "transformer_layers": self.transformer.num_layers,
+                "inner_dim": self.transformer.inner_dim,
+                "audio_mode": self.audio_conditioner.mode,
+                "dtype": str(self.transformer.transformer.dtype).removeprefix("torch."),
+            },
+        }
+        ftio.write_video(path, output.frames, output.fps, audio=output.audio, sample_rate=output.sample_rate,
+                         overwrite=overwrite)
+        try:
+            ftio.write_json_atomic(sidecar, record)
+        except BaseException:
+            path.unlink(missing_ok=True)  # never leave a video without its settings
+            raise
+        return path
+
+
+
+def build_components(paths: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                     ) -> dict[str, Any]:
+    """Load every component of :class:`FantasyTalkingPipeline` from resolved weight paths.
+
+    The audio weights are read and checked first (small), then the Wan transformer, whose size must
+    fit them. The transformer, umT5 and CLIP take ``dtype``; wav2vec2 and the VAE stay in fp32 (small,
+    and the VAE decodes visibly better in fp32).
+
+    Args:
+        paths: a :class:`fantasytalking.loading.WeightPaths` from ``resolve_weights``.
+    """
+    from fantasytalking import loading
+
+    audio_state = loading.load_fantasytalking_state(paths.fantasytalking)
+    proj_dim, audio_in_dim = audio_state["proj_model.proj.weight"].shape  # (P, A)
+    encoder, feature_extractor = loading.load_wav2vec2(paths.wav2vec, dtype=torch.float32, device=device)
+    wan = loading.load_wan_transformer(paths.wan, dtype=dtype, device=device)
+    loading.check_fantasytalking_compatible(
+        audio_state, num_layers=len(wan.blocks), model_dim=wan.config.num_attention_heads * wan.config.attention_head_dim,
+        audio_dim=encoder.config.hidden_size, source=f"the FantasyTalking weights {paths.fantasytalking}",
+    )
+    transformer = FantasyTalkingTransformer(wan, audio_dim=proj_dim, text_len=WAN_TEXT_LEN)
+    transformer.load_audio_branch(audio_state, source=str(paths.fantasytalking))
+    audio = AudioConditioner(audio_in_dim, proj_dim, encoder=encoder, feature_extractor=feature_extractor)
+    audio.load_projector(audio_state, source=str(paths.fantasytalking))
+    audio.proj_model.to(device=device, dtype=dtype)
+    text_encoder, tokenizer = loading.load_text_encoder(paths.wan, dtype=dtype, device=device)
+    image_encoder, image_processor = loading.load_image_encoder(paths.wan, dtype=dtype, device=device)
+    vae = loading.load_wan_vae(paths.wan, dtype=torch.float32, device=device)
+    for module in (transformer, encoder, text_encoder, image_encoder, vae):
+        module.eval().requires_grad_(False)
+    return {
+        "transformer": transformer,
+        "conditioning": ConditioningStack([audio]),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "image_encoder": image_encoder,
+        "image_processor": image_processor,
+    }
