@@ -39,8 +39,6 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_PROMPT = "A person is talking."
-#: umT5 context length of Wan2.1 (its config's ``text_len``): prompts are zero-padded to it.
-WAN_TEXT_LEN = 512
 
 
 @dataclass
@@ -152,12 +150,12 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             device, dtype: where the models go (``torch.bfloat16`` on a GPU).
             local_files_only: False lets hub names download (needs a network).
         """
-        from fantasytalking.loading import resolve_weights
+        from fantasytalking.loading import build_pipeline_components, resolve_weights
 
         paths = resolve_weights(
             weights, wan=wan, wav2vec=wav2vec, fantasytalking=fantasytalking, local_files_only=local_files_only
         )
-        pipe = cls(**build_components(paths, device=device, dtype=dtype))
+        pipe = cls(**build_pipeline_components(paths, device=device, dtype=dtype))
         pipe.source_files = [str(p) for p in paths.files]
         return pipe
 
@@ -405,44 +403,3 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         return path
 
 
-
-def build_components(paths: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-                     ) -> dict[str, Any]:
-    """Load every component of :class:`FantasyTalkingPipeline` from resolved weight paths.
-
-    The audio weights are read and checked first (small), then the Wan transformer, whose size must
-    fit them. The transformer, umT5 and CLIP take ``dtype``; wav2vec2 and the VAE stay in fp32 (small,
-    and the VAE decodes visibly better in fp32).
-
-    Args:
-        paths: a :class:`fantasytalking.loading.WeightPaths` from ``resolve_weights``.
-    """
-    from fantasytalking import loading
-
-    audio_state = loading.load_fantasytalking_state(paths.fantasytalking)
-    proj_dim, audio_in_dim = audio_state["proj_model.proj.weight"].shape  # (P, A)
-    encoder, feature_extractor = loading.load_wav2vec2(paths.wav2vec, dtype=torch.float32, device=device)
-    wan = loading.load_wan_transformer(paths.wan, dtype=dtype, device=device)
-    loading.check_fantasytalking_compatible(
-        audio_state, num_layers=len(wan.blocks), model_dim=wan.config.num_attention_heads * wan.config.attention_head_dim,
-        audio_dim=encoder.config.hidden_size, source=f"the FantasyTalking weights {paths.fantasytalking}",
-    )
-    transformer = FantasyTalkingTransformer(wan, audio_dim=proj_dim, text_len=WAN_TEXT_LEN)
-    transformer.load_audio_branch(audio_state, source=str(paths.fantasytalking))
-    audio = AudioConditioner(audio_in_dim, proj_dim, encoder=encoder, feature_extractor=feature_extractor)
-    audio.load_projector(audio_state, source=str(paths.fantasytalking))
-    audio.proj_model.to(device=device, dtype=dtype)
-    text_encoder, tokenizer = loading.load_text_encoder(paths.wan, dtype=dtype, device=device)
-    image_encoder, image_processor = loading.load_image_encoder(paths.wan, dtype=dtype, device=device)
-    vae = loading.load_wan_vae(paths.wan, dtype=torch.float32, device=device)
-    for module in (transformer, encoder, text_encoder, image_encoder, vae):
-        module.eval().requires_grad_(False)
-    return {
-        "transformer": transformer,
-        "conditioning": ConditioningStack([audio]),
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "image_encoder": image_encoder,
-        "image_processor": image_processor,
-    }

@@ -33,7 +33,7 @@ def test_features_rate_and_frame_windows():
 
 def test_encoder_width_mismatch_is_a_clear_error():
     encoder, extractor = tiny_wav2vec(hidden=48)
-    with pytest.raises(WeightsError, match="48-d features.*expects 32-d"):
+    with pytest.raises(WeightsError, match=r"48-d features.*expects 32-d"):
         AudioConditioner(32, 16, encoder=encoder, feature_extractor=extractor)
 
 
@@ -50,9 +50,9 @@ def test_projector_release_names_strict():
     assert sorted(state) == ["proj_model.norm.bias", "proj_model.norm.weight", "proj_model.proj.weight"]
     cond.load_projector(state)
     torch.testing.assert_close(cond.proj_model.proj.weight, state["proj_model.proj.weight"])
-    with pytest.raises(WeightsError, match="proj_model.norm.bias"):
+    with pytest.raises(WeightsError, match=r"proj_model\.norm\.bias"):
         cond.load_projector({k: v for k, v in state.items() if k != "proj_model.norm.bias"})
-    with pytest.raises(WeightsError, match="proj_model.proj.weight"):
+    with pytest.raises(WeightsError, match=r"proj_model\.proj\.weight"):
         cond.load_projector({**state, "proj_model.proj.weight": torch.zeros(16, 8)})
 
 

@@ -1,0 +1,128 @@
+"""End to end on tiny random weights in the official layouts (CPU, seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from fantasytalking.errors import InputError
+from fantasytalking.pipeline import FantasyTalkingPipeline
+from fantasytalking.testing import make_tiny_weights
+
+FAST = dict(num_inference_steps=2, max_edge=64, max_frames=9, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("weights")
+    return {
+        "original": make_tiny_weights(root / "original", layout="original"),
+        "diffusers": make_tiny_weights(root / "diffusers", layout="diffusers"),
+    }
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_weights) -> FantasyTalkingPipeline:
+    return FantasyTalkingPipeline.from_pretrained(tiny_weights["original"])
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("inputs")
+    image = root / "face.png"
+    Image.fromarray(data.astronaut()).crop((100, 0, 356, 256)).save(image)
+    t = np.arange(int(1.2 * 16000)) / 16000
+    speech = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    audio = root / "speech.wav"
+    sf.write(audio, speech, 16000)
+    return {"image": image, "audio": audio}
+
+
+def test_generates_frames_and_records_settings(pipe, inputs):
+    out = pipe(inputs["image"], inputs["audio"], **FAST)
+    # 1.2 s at 23 fps: min(int(23 * 1.2 // 4) * 4 + 5, 9) = 9 frames; 64 x 64 (square input)
+    assert out.frames.shape == (9, 64, 64, 3) and out.frames.dtype == np.uint8
+    assert out.settings.num_frames == 9 and (out.settings.width, out.settings.height) == (64, 64)
+    assert out.audio.shape == (int(9 / 23 * 16000),)  # the audio is cut to [0, N / fps]
+    assert out.settings.notes and "first 0.4 s (9 frames at 23 fps)" in out.settings.notes[0]
+
+
+def test_seed_is_deterministic_and_audio_matters(pipe, inputs):
+    a = pipe(inputs["image"], inputs["audio"], seed=3, **FAST).frames
+    b = pipe(inputs["image"], inputs["audio"], seed=3, **FAST).frames
+    no_audio = pipe(inputs["image"], inputs["audio"], seed=3, audio_scale=0.0, audio_cfg=1.0, **FAST).frames
+    other_seed = pipe(inputs["image"], inputs["audio"], seed=4, **FAST).frames
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, no_audio)
+    assert not np.array_equal(a, other_seed)
+
+
+def test_both_layouts_generate_the_same_video(tiny_weights, pipe, inputs):
+    other = FantasyTalkingPipeline.from_pretrained(tiny_weights["diffusers"])
+    a = pipe(inputs["image"], inputs["audio"], **FAST).frames
+    b = other(inputs["image"], inputs["audio"], **FAST).frames
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # fp32 conversions agree to rounding
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "passes"),
+    [({}, 3 * 3), ({"prompt_cfg": 1.0}, 2 * 3), ({"audio_guidance_steps": (0, 1)}, 3 + 3 + 2)],
+)
+def test_transformer_passes_per_step(pipe, inputs, monkeypatch, kwargs, passes):
+    calls = []
+    original = type(pipe.transformer).forward
+
+    def counting(self, *args, **kw):
+        calls.append(sorted((kw.get("branches") or {}).keys()))
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(type(pipe.transformer), "forward", counting)
+    pipe(inputs["image"], inputs["audio"], **{**FAST, "num_inference_steps": 3, **kwargs})
+    assert len(calls) == passes
+
+
+def test_save_writes_mp4_and_sidecar_atomically(pipe, inputs, tmp_path):
+    from fantasytalking.io import probe_video, sidecar_path
+
+    out = pipe(inputs["image"], inputs["audio"], **FAST)
+    path = pipe.save(out, tmp_path / "clip.mp4")
+    info = probe_video(path)
+    assert info["num_frames"] == 9 and info["video_codec"] == "h264" and info["audio_codec"] == "aac"
+    assert abs(info["audio_duration"] - 9 / 23) < 0.07
+    import json
+
+    record = json.loads(sidecar_path(path).read_text())
+    assert record["settings"]["seed"] == 1111 and record["frames"] == 9
+    assert any(p.endswith("fantasytalking_model.ckpt") for p in record["weights"])
+    with pytest.raises(InputError, match="exists"):
+        pipe.save(out, path)
+
+
+def test_bad_guidance_range(pipe, inputs):
+    with pytest.raises(InputError, match="audio guidance steps"):
+        pipe(inputs["image"], inputs["audio"], audio_guidance_steps=(1, 5), **FAST)
+
+
+def test_frame_and_clip_modes_give_different_videos(pipe, inputs):
+    audio = pipe.conditioning["audio"]
+    frame = pipe(inputs["image"], inputs["audio"], **FAST).frames
+    audio.mode = "clip"
+    try:
+        clip = pipe(inputs["image"], inputs["audio"], **FAST).frames
+    finally:
+        audio.mode = "frame"
+    assert frame.shape == clip.shape and not np.array_equal(frame, clip)
+
+
+def test_image_encoder_sees_the_wan_resize(pipe):
+    image = torch.rand(1, 3, 64, 48) * 2 - 1
+    tokens = pipe.encode_image(image, torch.device("cpu"), torch.float32)
+    size = pipe.image_encoder.config.image_size // pipe.image_encoder.config.patch_size
+    assert tokens.shape == (1, size * size + 1, pipe.image_encoder.config.hidden_size)
