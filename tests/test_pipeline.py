@@ -126,3 +126,14 @@ def test_image_encoder_sees_the_wan_resize(pipe):
     tokens = pipe.encode_image(image, torch.device("cpu"), torch.float32)
     size = pipe.image_encoder.config.image_size // pipe.image_encoder.config.patch_size
     assert tokens.shape == (1, size * size + 1, pipe.image_encoder.config.hidden_size)
+
+
+def test_model_offload_hooks_give_the_same_video(tiny_weights, inputs):
+    """diffusers' model offload (accelerate hooks) on the CPU device: same frames, every model hooked."""
+    plain = FantasyTalkingPipeline.from_pretrained(tiny_weights["original"])
+    expected = plain(inputs["image"], inputs["audio"], **FAST).frames
+    plain.enable_model_cpu_offload(device="cpu")
+    hooked = [name for name in ("text_encoder", "image_encoder", "conditioning", "transformer", "vae")
+              if hasattr(getattr(plain, name), "_hf_hook")]
+    assert hooked == ["text_encoder", "image_encoder", "conditioning", "transformer", "vae"]
+    assert np.array_equal(plain(inputs["image"], inputs["audio"], **FAST).frames, expected)

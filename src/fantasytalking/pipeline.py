@@ -329,8 +329,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         text_pos, text_neg = text[:1], text[1:]
 
         audio_conditioner = self.audio_conditioner
-        features = audio_conditioner.extract_features(waveform)  # (1, L, A)
-        conditions = self.conditioning({"audio": {"features": features, "num_frames": settings.num_frames}})
+        conditions = self.conditioning({"audio": {"waveform": waveform, "num_frames": settings.num_frames}})
         conditions["audio"] = conditions["audio"].with_scale(audio_scale)
         cond_branches, cond_time = self.conditioning.to_backbone(conditions)
         null_branches, null_time = self.conditioning.to_backbone(self.conditioning.null(conditions, ["audio"]))

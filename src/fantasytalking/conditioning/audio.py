@@ -126,17 +126,30 @@ class AudioConditioner(Conditioner):
         values = inputs.input_values.to(device=parameter.device, dtype=parameter.dtype)  # (B, T)
         return self.encoder(values).last_hidden_state  # (B, L, A)
 
-    def forward(self, features: torch.Tensor, num_frames: int, scale: float | None = None) -> Condition:
+    def forward(
+        self,
+        features: torch.Tensor | None = None,
+        num_frames: int = 81,
+        scale: float | None = None,
+        *,
+        waveform: torch.Tensor | np.ndarray | None = None,
+    ) -> Condition:
         """Project features and arrange them for the chosen alignment.
 
         Args:
-            features: ``(B, L, A)`` speech features of the clip ``[0, num_frames / fps]``.
+            features: ``(B, L, A)`` speech features of the clip ``[0, num_frames / fps]`` (e.g. cached).
             num_frames: video frames ``N`` of the clip (``4k + 1``).
             scale: branch weight (default: :attr:`scale`).
+            waveform: instead of ``features``: 16 kHz speech, encoded with :meth:`extract_features`
+                (inside ``forward``, so model-offload hooks place the encoder first).
 
         Returns:
             Frame level: tokens ``(B, F, W, P)`` and key lengths ``(F,)``. Clip level: tokens ``(B, L, P)``.
         """
+        if features is None:
+            if waveform is None:
+                raise ValueError("give features or waveform")
+            features = self.extract_features(waveform)
         parameter = self.proj_model.proj.weight
         tokens = self.proj_model(features.to(device=parameter.device, dtype=parameter.dtype))  # (B, L, P)
         scale = self.scale if scale is None else scale
