@@ -10,6 +10,9 @@ Examples::
     fantasytalking generate --weights weights/ --image face.png --audio speech.wav \\
         --prompt "A woman is talking." --output out.mp4 --device cuda --dtype bfloat16
 
+    # training data (docs/training.md)
+    fantasytalking preprocess videos/ --out shards/ --fps 23 --size 512 --num-frames 81
+
 Every user error (missing file, unreadable audio, image too small, weights missing or of the
 wrong size, output exists) prints one line ``error: ...`` and exits with status 2, writing nothing.
 """
@@ -79,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep models on the CPU and move each to the GPU only while it runs (less GPU memory)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    from fantasytalking.data.preprocess import add_preprocess_arguments
+
+    prep = commands.add_parser(
+        "preprocess",
+        help="cut talking videos with sound into WebDataset training shards",
+        description="Cut talking videos with sound into WebDataset shards of face-centred clips for training "
+        "(landmarks, lip masks, reference face, motion intensities; resumable; see docs/training.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_preprocess_arguments(prep)
     return parser
 
 
@@ -128,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "generate":
             path = _generate(args)
             print(f"wrote {path}")
+        elif args.command == "preprocess":
+            from fantasytalking.data.preprocess import preprocess_from_args
+
+            print(preprocess_from_args(args).summary())
     except FantasyTalkingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
