@@ -137,3 +137,37 @@ def test_model_offload_hooks_give_the_same_video(tiny_weights, inputs):
               if hasattr(getattr(plain, name), "_hf_hook")]
     assert hooked == ["text_encoder", "image_encoder", "conditioning", "transformer", "vae"]
     assert np.array_equal(plain(inputs["image"], inputs["audio"], **FAST).frames, expected)
+
+
+def test_face_and_motion_conditioners_at_inference(tiny_weights, inputs):
+    """The paper's full model: identity tokens from the portrait's face and motion intensities."""
+    from fantasytalking.conditioning import FaceConditioner, MotionConditioner
+
+    full = FantasyTalkingPipeline.from_pretrained(tiny_weights["original"])
+    base = full(inputs["image"], inputs["audio"], **FAST).frames
+    face = FaceConditioner(face_dim=128, dim=16, num_queries=4, num_layers=1, num_heads=2)
+    full.transformer.add_token_branch("face", face.token_dim)
+    full.conditioning.add(face)
+    full.conditioning.add(MotionConditioner(embed_dim=full.transformer.inner_dim, hidden_dim=8))
+    # freshly zero-initialised branches change nothing
+    assert np.array_equal(full(inputs["image"], inputs["audio"], **FAST).frames, base)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in full.transformer.processors:
+            p.branches["face"].k_proj.weight.normal_()
+            p.branches["face"].v_proj.weight.normal_()
+        full.conditioning["motion"].out[1].weight.normal_()
+    calm = full(inputs["image"], inputs["audio"], face_motion=0.1, body_motion=0.1, **FAST)
+    lively = full(inputs["image"], inputs["audio"], face_motion=1.0, body_motion=1.0, **FAST)
+    assert (calm.settings.face_motion, lively.settings.body_motion) == (0.1, 1.0)
+    assert not np.array_equal(calm.frames, lively.frames) and not np.array_equal(calm.frames, base)
+    with pytest.raises(InputError, match=r"motion intensities must be in \[0, 1\]"):
+        full(inputs["image"], inputs["audio"], face_motion=1.5, **FAST)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match="no face"):
+        full(noise, inputs["audio"], **FAST)
+
+
+def test_motion_flags_need_a_motion_conditioner(pipe, inputs):
+    with pytest.raises(InputError, match="no motion conditioner"):
+        pipe(inputs["image"], inputs["audio"], face_motion=0.5, **FAST)

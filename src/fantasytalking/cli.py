@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weight of the audio attention (0 = no audio)")
     gen.add_argument("--audio-guidance-steps", type=_steps_range, default=None, metavar="FIRST-LAST",
                      help="steps (0-based, inclusive) with separate audio guidance; default all. Keep >= 70%%")
+    gen.add_argument("--face-motion", type=float, default=None,
+                     help="facial motion intensity in [0, 1] (0.1 subtle, 0.5 natural, 1.0 intense; default 0.5); "
+                     "needs weights with a motion conditioner")
+    gen.add_argument("--body-motion", type=float, default=None,
+                     help="body motion intensity in [0, 1] (default 0.5); needs weights with a motion conditioner")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     gen.add_argument("--dtype", choices=DTYPES, default=None,
                      help="model dtype (default: bfloat16 on a GPU, float32 on CPU)")
@@ -127,6 +132,7 @@ def _generate(args: argparse.Namespace) -> Path:
         num_inference_steps=args.steps, max_edge=args.size, fps=args.fps, max_frames=args.max_frames,
         prompt_cfg=args.prompt_cfg, audio_cfg=args.audio_cfg, audio_scale=args.audio_scale,
         audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
+        face_motion=args.face_motion, body_motion=args.body_motion,
     )
     for note in result.settings.notes:
         print(f"note: {note}", file=sys.stderr)

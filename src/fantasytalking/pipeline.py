@@ -57,6 +57,8 @@ class GenerationSettings:
     audio_guidance_steps: tuple[int, int] | None = None
     shift: float = 5.0
     seed: int = 1111
+    face_motion: float | None = None  # motion intensities (paper: 0.1 subtle, 0.5 natural, 1.0 intense)
+    body_motion: float | None = None
     # resolved from the inputs
     width: int = 0
     height: int = 0
@@ -243,8 +245,12 @@ class FantasyTalkingPipeline(DiffusionPipeline):
 
     def prepare_inputs(
         self, image: Any, audio: Any, settings: GenerationSettings
-    ) -> tuple[torch.Tensor, np.ndarray, GenerationSettings]:
-        """Check and prepare the image and audio; fills the resolved fields of ``settings``."""
+    ) -> tuple[torch.Tensor, np.ndarray, GenerationSettings, Any]:
+        """Check and prepare the image and audio; fills the resolved fields of ``settings``.
+
+        Returns the model image ``(1, 3, H, W)`` in ``[-1, 1]``, the speech used, the settings and
+        the RGB input image (for the face conditioner).
+        """
         spatial = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         pil = image if hasattr(image, "convert") and not isinstance(image, (str, Path)) else ftio.load_image(image)
         pil = pil.convert("RGB")
@@ -269,7 +275,36 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         if note:
             settings.notes.append(note)
             logger.warning(note)
-        return image_tensor, used, settings
+        return image_tensor, used, settings, pil
+
+    def identity_and_motion_inputs(self, image: Any, settings: GenerationSettings) -> dict[str, dict[str, Any]]:
+        """Inputs of the face and motion conditioners, when the weights have them.
+
+        The face is found in the input image (dlib, offline) and embedded with the face conditioner's
+        encoder; the motion intensities default to the conditioner's (0.5, 0.5).
+        """
+        inputs: dict[str, dict[str, Any]] = {}
+        if "face" in self.conditioning:
+            from fantasytalking.face import detect_face_landmarks
+
+            rgb = np.asarray(image.convert("RGB"))
+            _, landmarks = detect_face_landmarks(rgb)  # NoFaceError (an InputError) when there is none
+            inputs["face"] = {"features": self.conditioning["face"].embed(rgb, landmarks)}
+        wanted = (settings.face_motion, settings.body_motion)
+        if "motion" in self.conditioning:
+            motion = self.conditioning["motion"]
+            default = [float(v) for v in motion.default]
+            values = [default[i] if v is None else float(v) for i, v in enumerate(wanted)]
+            if not all(0.0 <= v <= 1.0 for v in values):
+                raise InputError(f"motion intensities must be in [0, 1], got face {values[0]} and body {values[1]}.")
+            settings.face_motion, settings.body_motion = values
+            inputs["motion"] = {"intensities": torch.tensor([values])}
+        elif any(v is not None for v in wanted):
+            raise InputError(
+                "these weights have no motion conditioner (the public release has only audio); "
+                "drop --face-motion/--body-motion or use weights trained with motion."
+            )
+        return inputs
 
     @torch.no_grad()
     def __call__(
@@ -289,6 +324,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         audio_guidance_steps: tuple[int, int] | None = None,
         shift: float = 5.0,
         seed: int = 1111,
+        face_motion: float | None = None,
+        body_motion: float | None = None,
         progress: bool = True,
     ) -> FantasyTalkingOutput:
         """Generate a talking clip.
@@ -306,11 +343,14 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             audio_guidance_steps: ``(first, last)`` steps with separate audio guidance, or None for all.
             shift: flow-matching shift of the schedule.
             seed: the initial noise is drawn in fp32 on the CPU from this seed.
+            face_motion, body_motion: requested motion intensities in ``[0, 1]`` (default 0.5 each);
+                only for weights with a motion conditioner.
         """
         settings = GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
             max_edge=max_edge, fps=fps, max_frames=max_frames, prompt_cfg=prompt_cfg, audio_cfg=audio_cfg,
             audio_scale=audio_scale, audio_guidance_steps=audio_guidance_steps, shift=shift, seed=seed,
+            face_motion=face_motion, body_motion=body_motion,
         )
         if audio_guidance_steps is not None:
             first, last = audio_guidance_steps
@@ -318,7 +358,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 raise InputError(
                     f"audio guidance steps {first}-{last} are outside 0-{num_inference_steps - 1}; give FIRST <= LAST."
                 )
-        image_tensor, waveform, settings = self.prepare_inputs(image, audio, settings)
+        image_tensor, waveform, settings, pil = self.prepare_inputs(image, audio, settings)
+        inputs = {"audio": {"waveform": waveform, "num_frames": settings.num_frames}}
+        inputs.update(self.identity_and_motion_inputs(pil, settings))
         device = self._execution_device
         dtype = self.transformer.transformer.dtype
 
@@ -329,7 +371,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         text_pos, text_neg = text[:1], text[1:]
 
         audio_conditioner = self.audio_conditioner
-        conditions = self.conditioning({"audio": {"waveform": waveform, "num_frames": settings.num_frames}})
+        conditions = self.conditioning(inputs)
         conditions["audio"] = conditions["audio"].with_scale(audio_scale)
         cond_branches, cond_time = self.conditioning.to_backbone(conditions)
         null_branches, null_time = self.conditioning.to_backbone(self.conditioning.null(conditions, ["audio"]))
