@@ -61,6 +61,7 @@ from fantasytalking.face.motion import (
 )
 from fantasytalking.face.track import clip_crop_box, crop_frames, landmarks_to_crop, track_face
 from fantasytalking.io import load_audio, write_json_atomic, write_video
+from fantasytalking.io.video import fsync_path, json_default
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -363,30 +364,11 @@ def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
 def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     if not records:
         return
-    text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in records)
+    text = "".join(json.dumps(r, ensure_ascii=False, default=json_default) + "\n" for r in records)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_stats(out_dir: Path) -> dict[str, Any]:
@@ -457,7 +439,7 @@ class _ShardWriter:
             os.fsync(fh.fileno())
         name = fmt.shard_name(self.index)
         os.replace(self._tmp, self.out_dir / name)
-        _fsync_dir(self.out_dir)
+        fsync_path(self.out_dir)
         records = self._records
         self._tar, self._tmp, self._records = None, None, []
         self.index += 1
@@ -878,7 +860,7 @@ class Preprocessor:
             "wav2vec": wav2vec_meta,
             "latents": latents_meta,
         }
-        members[fmt.META] = json.dumps(meta, ensure_ascii=False, default=_json_default).encode("utf-8")
+        members[fmt.META] = json.dumps(meta, ensure_ascii=False, default=json_default).encode("utf-8")
         record = {"key": key, "source": str(video), "stem": key.rsplit("_", 1)[0], "clip": clip, "t0": t0,
                   "num_frames": n, "fps": cfg.fps, "motion": motion}  # fmt: skip
         return members, record

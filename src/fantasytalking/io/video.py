@@ -80,7 +80,8 @@ def _temp_path(final: Path) -> Path:
     raise OSError(f"could not create a temporary file next to {final}")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk (best effort: some file systems refuse folders)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -112,7 +113,7 @@ def _atomic_target(final: Path, overwrite: bool) -> Iterator[Path]:
     tmp = _temp_path(final)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         _publish(tmp, final, overwrite)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -123,7 +124,8 @@ def _atomic_target(final: Path, overwrite: bool) -> Iterator[Path]:
 # --------------------------------------------------------------------------------------------------- JSON
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for paths, numpy/torch values, fractions and sets."""
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if isinstance(obj, Fraction):
@@ -144,7 +146,7 @@ def write_json_atomic(path: PathLike, obj: Any, *, overwrite: bool = True) -> Pa
     created, so an unserialisable object leaves nothing written.
     """
     p = Path(path)
-    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=json_default) + "\n"
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder does not exist: {parent}; create it first")
