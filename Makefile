@@ -17,7 +17,7 @@ lint: setup
 	$(BIN)/ruff check src tests examples benchmarks
 
 docs: setup
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 pytest: setup
 	$(BIN)/python -m pytest -q
