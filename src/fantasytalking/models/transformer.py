@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from diffusers import WanTransformer3DModel
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fantasytalking.errors import WeightsError
 from fantasytalking.models.attention import BranchContext, BranchInput, FantasyTalkingAttnProcessor
@@ -100,6 +101,35 @@ class FantasyTalkingTransformer(nn.Module):
         they use PyTorch SDPA instead, so the mask always holds.
         """
         self.transformer.set_attention_backend(backend)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute every Wan block in the backward pass (non-reentrant), branches included.
+
+        diffusers' own ``enable_gradient_checkpointing`` would recompute a block after this model's
+        forward has unbound the per-call branch inputs, so the recomputation would run without them
+        (PyTorch then stops: "a different number of tensors was saved"). Here the inputs bound at
+        forward time are bound again for the recomputation. Lightning's FSDP
+        ``activation_checkpointing_policy`` has the same problem; use this instead.
+        """
+        context = self._context
+
+        def checkpoint_block(block: nn.Module, *args: Any) -> Any:
+            branches = context.branches  # bound now, by forward
+
+            def run(*inner: Any) -> Any:
+                with context.bind(branches):
+                    return block(*inner)
+
+            return checkpoint(run, *args, use_reentrant=False)
+
+        self.transformer.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint_block)
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.transformer.disable_gradient_checkpointing()
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(self.transformer.gradient_checkpointing)
 
     # ------------------------------------------------------------------ forward
 

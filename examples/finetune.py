@@ -1,0 +1,142 @@
+"""Fine-tune FantasyTalking: stage one (clip-level alignment), then stage two (frame-level + lip mask).
+
+Every choice is in the YAML files of ``examples/configs/`` (LightningCLI: later ``--config`` files and
+``--section.key value`` flags override earlier ones). Each stage writes ``<default_root_dir>/final.ckpt``
+(the training checkpoint, with its resolved configuration) and ``conditioning.safetensors`` (the trained
+weights for inference, their EMA average when the config has the EMA callback; loaded with
+``fantasytalking.training.load_into_pipeline``).
+
+Tiny CPU smoke run, both stages, random tiny models and synthetic clips (about a minute)::
+
+    python examples/finetune.py stages --config examples/configs/tiny.yaml --root runs/tiny
+
+The same on preprocessed shards (``fantasytalking preprocess videos/ shards/``)::
+
+    python examples/finetune.py stages --config examples/configs/tiny.yaml --root runs/tiny \\
+        --data fantasytalking.data.TalkingClipDataModule --data.init_args.shards shards/ \\
+        --data.init_args.num_frames 9
+
+Both stages of the paper on one node of 8 GPUs (DDP, bf16; see the configs)::
+
+    python examples/finetune.py stages --root runs/finetune \\
+        --model.init_args.backbone.weights weights/ --data.init_args.shards shards/
+
+One stage at a time, or resuming (exactly: the same losses as without the interruption)::
+
+    python examples/finetune.py fit --config examples/configs/stage1.yaml --model.init_args.backbone.weights weights/
+    python examples/finetune.py fit --config examples/configs/stage1.yaml --ckpt_path runs/finetune/stage1/checkpoints/last.ckpt
+    python examples/finetune.py fit --config examples/configs/stage2.yaml \\
+        --model.init_args.init_from runs/finetune/stage1/final.ckpt
+
+LoRA on the backbone with FSDP over the Wan blocks::
+
+    python examples/finetune.py fit --config examples/configs/stage1.yaml --config examples/configs/fsdp.yaml
+
+Several nodes (torchrun sets the ranks; Lightning reads them)::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint $HEAD:29500 \\
+        examples/finetune.py stages --root runs/finetune --trainer.num_nodes 2
+
+Export a checkpoint's weights for inference (``--ema``: its EMA average)::
+
+    python examples/finetune.py export runs/finetune/stage2/final.ckpt trained.safetensors --ema
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def lightning_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
+    """The LightningCLI of one stage: ``fit --config stage1.yaml ...``; writes ``final.ckpt`` after fit."""
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from fantasytalking.training import EMACallback, FantasyTalkingModule, export_checkpoint
+
+    # The frozen speech encoder stays in eval mode on purpose (no dropout); Lightning warns about it.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+    class FantasyTalkingCLI(LightningCLI):
+        def after_fit(self) -> None:
+            trainer = self.trainer
+            final = Path(trainer.default_root_dir) / "final.ckpt"
+            trainer.save_checkpoint(final)  # every rank takes part (FSDP gathers); rank 0 writes
+            trainer.strategy.barrier("final-checkpoint")
+            if trainer.is_global_zero:
+                ema = any(isinstance(c, EMACallback) for c in trainer.callbacks)
+                out = export_checkpoint(final, final.with_name("conditioning.safetensors"), use_ema=ema)
+                print(f"stage done: {final} and {out}{' (EMA weights)' if ema else ''}")
+
+    return FantasyTalkingCLI(
+        FantasyTalkingModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def run_stages(argv: list[str]) -> int:
+    """Stage one, then stage two from its final checkpoint; other arguments go to both stages."""
+    parser = argparse.ArgumentParser(prog="finetune.py stages", description=run_stages.__doc__)
+    parser.add_argument("--stage1", default=str(CONFIGS / "stage1.yaml"), help="stage-one config")
+    parser.add_argument("--stage2", default=str(CONFIGS / "stage2.yaml"), help="stage-two config")
+    parser.add_argument("--root", default="runs/finetune", help="output folder: ROOT/stage1, ROOT/stage2")
+    known, shared = parser.parse_known_args(argv)
+    root = Path(known.root)
+    stage1_dir, stage2_dir = root / "stage1", root / "stage2"
+    # Each stage in its own process: a clean distributed setup per stage, under torchrun as under Lightning's launcher.
+    commands = [
+        ["fit", "--config", known.stage1, *shared, "--trainer.default_root_dir", str(stage1_dir)],
+        ["fit", "--config", known.stage2, *shared, "--trainer.default_root_dir", str(stage2_dir),
+         "--model.init_args.init_from", str(stage1_dir / "final.ckpt")],
+    ]  # fmt: skip
+    for number, command in enumerate(commands, start=1):
+        print(f"stage {number}: {' '.join(command)}", flush=True)
+        code = subprocess.call([sys.executable, str(Path(__file__).resolve()), *command])
+        if code:
+            print(f"stage {number} failed (exit code {code})", file=sys.stderr)
+            return code
+    return 0
+
+
+def run_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="finetune.py export", description="training checkpoint -> safetensors")
+    parser.add_argument("checkpoint", help="a .ckpt written by a stage")
+    parser.add_argument("output", help="the .safetensors file to write")
+    parser.add_argument("--ema", action="store_true", help="export the EMA average")
+    args = parser.parse_args(argv)
+
+    from fantasytalking.errors import FantasyTalkingError
+    from fantasytalking.training import export_checkpoint
+
+    try:
+        print(export_checkpoint(args.checkpoint, args.output, use_ema=args.ema))
+    except FantasyTalkingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["stages"]:
+        return run_stages(args[1:])
+    if args[:1] == ["export"]:
+        return run_export(args[1:])
+    lightning_cli(argv)  # None: LightningCLI reads sys.argv itself
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

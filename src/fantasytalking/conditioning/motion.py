@@ -1,0 +1,185 @@
+"""Motion-intensity conditioning (FANTASYTALKING.md section 4).
+
+Two scalars describe how much a clip moves: facial intensity (variance of the face-landmark
+sequence) and body intensity (variance of the body-pose joint sequence), each brought to ``[0, 1]``
+with dataset statistics. A small network (an MLP, one ResNet layer, average pooling) embeds them
+and the result is ADDED to the timestep embedding; its last layer is zero-initialised, so a fresh
+motion conditioner leaves the backbone unchanged. Inference default: 0.5 for both (0.1 / 0.5 / 1.0
+were shown as subtle / natural / intense).
+
+Guidance and dropout (our choice; the paper does not guide on motion):
+
+* ``guided=False`` (default): :meth:`null` keeps the motion condition, so every guidance pass
+  sees the same motion, like the image condition.
+* ``dropout_p`` (default 0): training probability of replacing the embedding by zero, the
+  "unknown motion" input. With ``guided=True`` that zero embedding is also the null of guidance.
+
+The normalisation statistics (``raw_low``, ``raw_high``: raw intensities that map to 0 and 1) are
+buffers, so they are saved with the model's weights and :meth:`normalise` works at inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from fantasytalking.conditioning.base import Condition, Conditioner
+from fantasytalking.errors import InputError
+
+#: Order of the two intensities everywhere (datasets, CLI, this module).
+MOTION_NAMES = ("face", "body")
+
+
+class ResidualLayer(nn.Module):
+    """Pre-norm residual MLP block: ``x + W2 SiLU(W1 LN(x))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(self.norm(x))
+
+
+class MotionConditioner(Conditioner):
+    """(face, body) intensities in ``[0, 1]`` -> ``(B, D)`` vector added to the timestep embedding.
+
+    Args:
+        embed_dim: width ``D`` of the backbone's timestep embedding (the model width, 5120 for 14B).
+        hidden_dim: width of the embedding network.
+        num_frequencies: Fourier features per intensity (``sin``/``cos`` of ``2^k * pi * x``).
+        default: intensities used when none are given (0.5, 0.5).
+        raw_low, raw_high: dataset statistics, raw intensities mapped to 0 and 1 by :meth:`normalise`.
+        guided: whether guidance switches the motion off (see the module docstring).
+        dropout_p: training probability of the zero ("unknown motion") embedding.
+    """
+
+    kind = "time"
+    name = "motion"
+
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden_dim: int = 256,
+        num_frequencies: int = 8,
+        *,
+        default: Sequence[float] = (0.5, 0.5),
+        raw_low: Sequence[float] = (0.0, 0.0),
+        raw_high: Sequence[float] = (1.0, 1.0),
+        guided: bool = False,
+        dropout_p: float = 0.0,
+    ) -> None:
+        super().__init__(dropout_p=dropout_p, scale=1.0)
+        self.guided = guided
+        self.default = tuple(float(v) for v in default)
+        self._check_range(torch.tensor([self.default]))
+        self.num_frequencies = num_frequencies
+        self.register_buffer("raw_low", torch.tensor(list(raw_low), dtype=torch.float32))  # (2,)
+        self.register_buffer("raw_high", torch.tensor(list(raw_high), dtype=torch.float32))  # (2,)
+        features = 2 * num_frequencies + 1
+        self.mlp = nn.Sequential(nn.Linear(features, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim))
+        self.kind_embedding = nn.Parameter(0.02 * torch.randn(len(MOTION_NAMES), hidden_dim))  # (2, H): face / body
+        self.resnet = ResidualLayer(hidden_dim)
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, embed_dim))
+        nn.init.zeros_(self.out[1].weight)  # zero-init: a fresh conditioner adds exactly 0
+        nn.init.zeros_(self.out[1].bias)
+        self._config = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "num_frequencies": num_frequencies,
+                        "default": list(self.default), "guided": guided, "dropout_p": dropout_p}  # fmt: skip
+
+    @property
+    def embed_dim(self) -> int:
+        return self.out[1].out_features
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (statistics excluded: they are buffers, saved with the weights)."""
+        return dict(self._config)
+
+    # ------------------------------------------------------------------ statistics
+
+    def set_statistics(self, raw_low: Sequence[float] | torch.Tensor, raw_high: Sequence[float] | torch.Tensor) -> None:
+        """Set the raw intensities that map to 0 and 1 (``(2,)`` each: face, body)."""
+        low = torch.as_tensor(raw_low, dtype=torch.float32).reshape(-1)
+        high = torch.as_tensor(raw_high, dtype=torch.float32).reshape(-1)
+        if low.numel() != 2 or high.numel() != 2 or not bool(torch.isfinite(torch.cat([low, high])).all()):
+            raise InputError(f"motion statistics need finite (face, body) values, got {low.tolist()} / {high.tolist()}.")
+        self.raw_low.copy_(low)
+        self.raw_high.copy_(high)
+
+    def set_statistics_from(self, stats: Mapping[str, Any], low: str = "p1", high: str = "p99") -> None:
+        """Set the statistics from a dataset's ``stats.json`` (``{"face": {"p1", "p99", ...}, "body": {...}}``)."""
+        try:
+            values = [[float(stats[name][key]) for name in MOTION_NAMES] for key in (low, high)]
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"motion statistics lack face/body {low}/{high} ({err}); rerun preprocessing.") from None
+        self.set_statistics(*values)
+
+    def fit_statistics(self, raw: torch.Tensor, quantiles: tuple[float, float] = (0.01, 0.99)) -> None:
+        """Fit the statistics to raw intensities ``(N, 2)`` of a dataset (robust quantiles)."""
+        raw = torch.as_tensor(raw, dtype=torch.float64)
+        if raw.ndim != 2 or raw.shape[1] != 2 or raw.shape[0] < 2:
+            raise InputError(f"raw motion intensities must be (N >= 2, 2), got {tuple(raw.shape)}.")
+        low = torch.quantile(raw, quantiles[0], dim=0)
+        high = torch.quantile(raw, quantiles[1], dim=0)
+        self.set_statistics(low.float(), torch.maximum(high, low + 1e-6).float())
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw intensities ``(B, 2)`` -> ``clip((raw - low) / (high - low), 0, 1)`` with the saved statistics
+        (as the datasets normalise them; a degenerate range maps to 0.5)."""
+        low, high = self.raw_low.to(raw.device).float(), self.raw_high.to(raw.device).float()
+        span = high - low
+        value = ((raw.float() - low) / torch.where(span > 0, span, torch.ones_like(span))).clamp(0.0, 1.0)
+        return torch.where(span > 0, value, torch.full_like(value, 0.5))
+
+    # ------------------------------------------------------------------ conditioning
+
+    @staticmethod
+    def _check_range(values: torch.Tensor) -> None:
+        if values.ndim != 2 or values.shape[1] != 2:
+            raise InputError(f"motion intensities must be (batch, 2) = (face, body), got {tuple(values.shape)}.")
+        if not bool(((values >= 0) & (values <= 1)).all()):
+            raise InputError("motion intensities must be in [0, 1] (0.1 subtle, 0.5 natural, 1.0 intense).")
+
+    def embed_features(self, intensities: torch.Tensor) -> torch.Tensor:
+        """Fourier features ``(B, 2) -> (B, 2, 2K + 1)``."""
+        freqs = (2.0 ** torch.arange(self.num_frequencies, device=intensities.device)) * math.pi  # (K,)
+        angles = intensities[..., None] * freqs  # (B, 2, K)
+        return torch.cat([intensities[..., None], angles.sin(), angles.cos()], dim=-1)
+
+    def forward(self, intensities: torch.Tensor | None = None, batch_size: int = 1) -> Condition:
+        """Embed intensities.
+
+        Args:
+            intensities: ``(B, 2)`` normalised (face, body) intensities in ``[0, 1]``; None uses
+                :attr:`default` for ``batch_size`` samples.
+
+        Returns:
+            ``time_embedding`` ``(B, D)``.
+        """
+        weight = self.mlp[0].weight
+        if intensities is None:
+            intensities = torch.tensor([self.default], device=weight.device).expand(batch_size, 2)
+        self._check_range(intensities)
+        x = self.embed_features(intensities.to(device=weight.device, dtype=weight.dtype))  # (B, 2, 2K+1)
+        h = self.mlp(x) + self.kind_embedding  # (B, 2, H)
+        h = self.resnet(h).mean(dim=1)  # ResNet layer, then average pooling over (face, body): (B, H)
+        return Condition(time_embedding=self.out(h))  # (B, D)
+
+    def null(self, condition: Condition) -> Condition:
+        """Unguided (default): the motion stays; guided: the zero embedding."""
+        if not self.guided:
+            return condition
+        return super().null(condition)
+
+    def drop(self, condition: Condition, generator: torch.Generator | None = None) -> Condition:
+        """Per sample, the zero ("unknown motion") embedding with ``dropout_p``; a no-op at 0."""
+        if self.dropout_p <= 0:
+            return condition
+        batch = condition.time_embedding.shape[0]
+        keep = (torch.rand(batch, generator=generator) >= self.dropout_p).to(condition.time_embedding)  # (B,)
+        return replace(condition, time_embedding=condition.time_embedding * keep[:, None])

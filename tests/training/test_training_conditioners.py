@@ -1,0 +1,95 @@
+"""Face and motion conditioners: shapes, nulls, statistics, and zero-initialised = backbone unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.helpers import TEXT_LEN, TINY_WAN, tiny_inputs, tiny_pair
+from training_helpers import one_thread  # noqa: F401 (autouse fixture)
+
+from fantasytalking.conditioning import ConditioningStack, FaceConditioner, MotionConditioner
+from fantasytalking.errors import InputError
+from fantasytalking.training import attach_face, attach_motion
+
+
+def test_face_tokens_shape_and_dim_check():
+    face = FaceConditioner(face_dim=128, dim=32, num_queries=4, num_layers=2, num_heads=2)
+    out = face(torch.randn(3, 128))
+    assert out.tokens.shape == (3, 4, 32) and out.scale == 0.5  # the paper's l2
+    assert face(torch.randn(3, 5, 128)).tokens.shape == (3, 4, 32)  # several feature tokens
+    assert face.null(out) is out  # unguided: the identity stays in every pass, like the image
+    guided = FaceConditioner(face_dim=128, dim=32, num_queries=4, num_layers=1, num_heads=2, guided=True)
+    assert guided.null(guided(torch.randn(3, 128))).scale == 0.0  # guided: the branch off
+    with pytest.raises(InputError, match=r"512.*128-d.*dlib"):
+        face(torch.randn(3, 512))
+    assert not any(k.startswith("encoder") for k in face.state_dict())  # the face encoder is not a weight
+
+
+def test_face_embed_uses_the_given_encoder():
+    class Encoder:
+        def encode(self, image, landmarks):
+            return image.mean(axis=(0, 1)).repeat(4)[:8]
+
+    face = FaceConditioner(face_dim=8, dim=16, num_heads=2, encoder=Encoder())
+    import numpy as np
+
+    features = face.embed(np.ones((4, 4, 3), np.uint8), np.zeros((68, 2)))
+    assert features.shape == (1, 8)
+    assert face(features).tokens.shape == (1, 16, 16)
+
+
+def test_motion_embedding_statistics_and_null():
+    motion = MotionConditioner(embed_dim=24, hidden_dim=16)
+    out = motion(torch.tensor([[0.1, 0.9], [1.0, 0.0]]))
+    assert out.time_embedding.shape == (2, 24)
+    assert torch.count_nonzero(out.time_embedding) == 0  # zero-initialised last layer
+    assert motion(None, batch_size=3).time_embedding.shape == (3, 24)  # default 0.5 / 0.5
+    assert motion.null(out) is out  # not guided: the motion stays in every pass
+    guided = MotionConditioner(embed_dim=24, guided=True)
+    assert torch.count_nonzero(guided.null(guided(torch.rand(2, 2))).time_embedding) == 0
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        motion(torch.tensor([[1.5, 0.2]]))
+
+    motion.set_statistics_from({"face": {"p1": 1.0, "p99": 3.0}, "body": {"p1": 0.0, "p99": 0.5}})
+    norm = motion.normalise(torch.tensor([[2.0, 1.0], [0.0, 0.25]]))
+    torch.testing.assert_close(norm, torch.tensor([[0.5, 1.0], [0.0, 0.5]]))
+    # the statistics are buffers: saved with the weights
+    state = motion.state_dict()
+    torch.testing.assert_close(state["raw_low"], torch.tensor([1.0, 0.0]))
+    fresh = MotionConditioner(embed_dim=24, hidden_dim=16)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.normalise(torch.tensor([[2.0, 1.0]])), norm[:1])
+    fresh.set_statistics([1.0, 0.0], [1.0, 1.0])  # degenerate face range -> 0.5, as the datasets do
+    assert fresh.normalise(torch.tensor([[7.0, 0.5]])).tolist() == [[0.5, 0.5]]
+
+
+def test_motion_dropout_zero_by_default():
+    motion = MotionConditioner(embed_dim=8)
+    cond = motion(torch.rand(4, 2))
+    assert motion.drop(cond, torch.Generator().manual_seed(0)) is cond
+
+
+@torch.no_grad()
+def test_zero_initialised_face_and_motion_leave_the_backbone_unchanged():
+    _, model = tiny_pair()
+    stack = ConditioningStack()
+    x = tiny_inputs(frames=3)
+    before = model(**x)
+    attach_face(model, stack, {"face_dim": 128, "dim": 32, "num_queries": 4, "num_layers": 1, "num_heads": 2})
+    motion = attach_motion(model, stack, {"hidden_dim": 16})
+    assert motion.embed_dim == TINY_WAN["num_attention_heads"] * TINY_WAN["attention_head_dim"]
+    conditions = stack({"face": {"features": torch.randn(1, 128)}, "motion": {"intensities": torch.tensor([[0.3, 0.8]])}})
+    branches, time_embedding = stack.to_backbone(conditions)
+    assert set(branches) == {"face"} and time_embedding.shape == (1, motion.embed_dim)
+    after = model(**x, branches=branches, time_embedding=time_embedding)
+    assert torch.equal(before, after)  # bit for bit
+    # and once trained (non-zero), both change it
+    for processor in model.processors:
+        torch.nn.init.normal_(processor.branches["face"].k_proj.weight)
+        torch.nn.init.normal_(processor.branches["face"].v_proj.weight)
+    torch.nn.init.normal_(motion.out[1].weight)
+    branches, time_embedding = stack.to_backbone(stack({"face": {"features": torch.randn(1, 128)},
+                                                        "motion": {"intensities": torch.tensor([[0.3, 0.8]])}}))
+    assert not torch.allclose(model(**x, branches=branches), before)
+    assert not torch.allclose(model(**x, time_embedding=time_embedding), before)
+    assert x["encoder_hidden_states"].shape[1] == TEXT_LEN
