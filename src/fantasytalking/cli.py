@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--wan", help="Wan2.1-I2V-14B-720P folder or hub name (overrides --weights)")
     gen.add_argument("--wav2vec", help="wav2vec2 folder or hub name (overrides --weights)")
     gen.add_argument("--fantasytalking", help="fantasytalking_model.ckpt or .safetensors (overrides --weights)")
+    gen.add_argument("--conditioning", type=Path, default=None,
+                     help="trained conditioning weights exported by examples/finetune.py (audio, and face/motion "
+                     "when trained with them), loaded over the audio weights")
     gen.add_argument("--allow-download", action="store_true",
                      help="let hub names download missing weights (needs a network)")
     gen.add_argument("--image", type=Path, required=True, help="portrait image (any format PIL reads)")
@@ -122,7 +125,7 @@ def _generate(args: argparse.Namespace) -> Path:
         raise FantasyTalkingError("give --weights DIR (or all of --wan, --wav2vec and --fantasytalking).")
     pipe = FantasyTalkingPipeline.from_pretrained(
         args.weights, wan=args.wan, wav2vec=args.wav2vec, fantasytalking=args.fantasytalking,
-        device="cpu" if args.offload else device, dtype=dtype, local_files_only=not args.allow_download,
+        conditioning=args.conditioning, device="cpu" if args.offload else device, dtype=dtype, local_files_only=not args.allow_download,
     )
     if args.offload:
         pipe.enable_model_cpu_offload(device=device)

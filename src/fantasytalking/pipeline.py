@@ -139,6 +139,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         wan: str | Path | None = None,
         wav2vec: str | Path | None = None,
         fantasytalking: str | Path | None = None,
+        conditioning: str | Path | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         local_files_only: bool = True,
@@ -149,6 +150,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             weights: a folder with ``Wan2.1-I2V-14B-720P`` (original or ``-Diffusers`` layout),
                 ``wav2vec2-base-960h`` and ``fantasytalking_model.ckpt`` (see docs/weights.md).
             wan, wav2vec, fantasytalking: explicit paths or hub names, overriding ``weights``.
+            conditioning: trained conditioning weights exported by ``examples/finetune.py`` (audio,
+                and face / motion / LoRA when trained with them), loaded over the release's audio weights.
             device, dtype: where the models go (``torch.bfloat16`` on a GPU).
             local_files_only: False lets hub names download (needs a network).
         """
@@ -159,6 +162,11 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         )
         pipe = cls(**build_pipeline_components(paths, device=device, dtype=dtype))
         pipe.source_files = [str(p) for p in paths.files]
+        if conditioning is not None:
+            from fantasytalking.training.export import load_into_pipeline
+
+            load_into_pipeline(pipe, conditioning)
+            pipe.source_files.append(str(conditioning))
         return pipe
 
     # ------------------------------------------------------------------ encoders

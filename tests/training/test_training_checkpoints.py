@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
@@ -183,6 +184,19 @@ def test_exported_checkpoint_loads_into_the_inference_pipeline(tmp_path, mode):
         audio = (0.1 * np.sin(np.linspace(0, 300, 6400))).astype(np.float32)
         result = pipe(image, audio, num_inference_steps=2, max_edge=64, progress=False, face_motion=0.9)
         assert result.frames.shape[1:] == (64, 64, 3) and result.settings.face_motion == 0.9
+
+        # The CLI loads the same file with --conditioning, face motion included.
+        from fantasytalking.cli import main
+        from fantasytalking.testing import make_tiny_weights
+
+        image.save(tmp_path / "face.png")
+        sf.write(tmp_path / "speech.wav", audio, 16000)
+        out = tmp_path / "cli.mp4"
+        code = main(["generate", "--weights", str(make_tiny_weights(tmp_path / "w")), "--conditioning", str(path),
+                     "--image", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav"), "--output",
+                     str(out), "--steps", "2", "--size", "64", "--face-motion", "0.2", "--quiet"])  # fmt: skip
+        assert code == 0 and out.exists()
+        assert json.loads(out.with_suffix(".json").read_text())["settings"]["face_motion"] == 0.2
 
         # Strict: a stray or a missing tensor is an error naming it.
         stray = dict(tensors, **{"face.extra": torch.zeros(1)})
