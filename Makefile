@@ -4,13 +4,19 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint docs pytest demo clean
+.PHONY: setup sysdeps test lint docs pytest demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-setup: $(BIN)/python
+# Debian packages: espeak-ng speaks SynthTalk's sentences (libespeak-ng gives phoneme timings).
+sysdeps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+		echo "installing Debian packages: espeak-ng"; \
+		apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+
+setup: sysdeps $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 
 lint: setup
