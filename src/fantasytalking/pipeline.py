@@ -6,7 +6,7 @@ FantasyTalking transformer, the conditioning stack, Wan's VAE, umT5 and CLIP.
 
 Example::
 
-    pipe = FantasyTalkingPipeline.from_pretrained("weights/", device="cuda", dtype=torch.bfloat16)
+    pipe = FantasyTalkingPipeline.from_pretrained("weights/", device="cuda:0", dtype=torch.bfloat16)
     result = pipe("portrait.png", "speech.wav", prompt="A woman is talking.")
     pipe.save(result, "out.mp4")  # H.264 + AAC, and out.json with every setting
 """
