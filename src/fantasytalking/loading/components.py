@@ -2,7 +2,7 @@
 
 Precision policy: the DiT and the umT5 encoder take ``dtype`` (bfloat16 on a GPU); the VAE, the CLIP image
 encoder and wav2vec2 stay float32, as diffusers' Wan I2V examples load VAE and CLIP (they are small next to the
-DiT, and the VAE is sensitive to precision). The audio projector takes ``dtype`` like the DiT it feeds.
+DiT, and the VAE is sensitive to precision). The audio projector stays float32, as in the release.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def build_pipeline_components(
         feature_extractor=extractor,
     )
     conditioner.load_projector(audio_state, source=source)
-    conditioner.proj_model.to(device=device, dtype=dtype)
+    # The release keeps its projector in fp32 (it is never cast with the DiT); its tokens are cast to the
+    # DiT dtype by the audio k/v projections.
+    conditioner.proj_model.to(device=device, dtype=torch.float32)
     del audio_state
 
     text_encoder, tokenizer = load_text_encoder(paths.wan, dtype=dtype, device=device)
