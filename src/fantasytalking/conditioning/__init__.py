@@ -3,6 +3,7 @@
 from fantasytalking.conditioning.audio import AudioConditioner, AudioProjModel
 from fantasytalking.conditioning.base import Condition, Conditioner, ConditioningStack
 from fantasytalking.conditioning.face import FaceConditioner
+from fantasytalking.conditioning.mel import MelFeatureExtractor, MelSpeechEncoder
 from fantasytalking.conditioning.motion import MOTION_NAMES, MotionConditioner
 from fantasytalking.conditioning.windows import AudioWindows, frame_windows, gather_windows, num_latent_frames
 
@@ -15,6 +16,8 @@ __all__ = [
     "Conditioner",
     "ConditioningStack",
     "FaceConditioner",
+    "MelFeatureExtractor",
+    "MelSpeechEncoder",
     "MotionConditioner",
     "frame_windows",
     "gather_windows",

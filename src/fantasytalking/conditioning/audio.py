@@ -122,8 +122,10 @@ class AudioConditioner(Conditioner):
         if samples.shape[-1] < 400:  # shorter than one wav2vec2 receptive field (25 ms at 16 kHz)
             raise InputError("the audio is too short to give speech features; give at least 0.1 s.")
         inputs = self.feature_extractor(list(samples), sampling_rate=self.sample_rate, return_tensors="pt")
-        parameter = next(self.encoder.parameters())
-        values = inputs.input_values.to(device=parameter.device, dtype=parameter.dtype)  # (B, T)
+        # The encoder's device and dtype: from a parameter, or a buffer for parameter-free front ends.
+        anchor = next(self.encoder.parameters(), None)
+        anchor = next(self.encoder.buffers(), torch.empty(0)) if anchor is None else anchor
+        values = inputs.input_values.to(device=anchor.device, dtype=anchor.dtype)  # (B, T)
         return self.encoder(values).last_hidden_state  # (B, L, A)
 
     def forward(
