@@ -13,6 +13,9 @@ Examples::
     # training data (docs/training.md)
     fantasytalking preprocess videos/ --out shards/ --fps 23 --size 512 --num-frames 81
 
+    # scoring any system's videos (docs/evaluation.md)
+    fantasytalking evaluate --videos out/ --references refs/ --out results.json
+
 Every user error (missing file, unreadable audio, image too small, weights missing or of the
 wrong size, output exists) prints one line ``error: ...`` and exits with status 2, writing nothing.
 """
@@ -100,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_preprocess_arguments(prep)
+
+    from fantasytalking.metrics.evaluate import add_evaluate_arguments
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="score generated videos (FID, FVD, Sync-C/D, LPIPS, identity, dynamics, lip sync)",
+        description="Score a folder of generated videos (any system's) against references and speech; "
+        "writes a JSON and a markdown table.",
+    )
+    add_evaluate_arguments(ev)
     return parser
 
 
@@ -154,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fantasytalking.data.preprocess import preprocess_from_args
 
             print(preprocess_from_args(args).summary())
+        elif args.command == "evaluate":
+            from fantasytalking.metrics.evaluate import evaluate_from_args, markdown_report
+
+            result = evaluate_from_args(args)
+            print(markdown_report({**result, "per_video": {}}), end="")
     except FantasyTalkingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

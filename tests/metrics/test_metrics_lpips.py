@@ -1,0 +1,33 @@
+"""LPIPS over paired frames: random trunk for shapes, a local trunk file loads, a missing one names the file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from fantasytalking.errors import WeightsError
+from fantasytalking.metrics import LPIPSVideo, build_lpips
+
+
+def test_identical_zero_different_positive() -> None:
+    torch.manual_seed(0)
+    m = LPIPSVideo(pretrained_backbone=False)
+    x = torch.rand(2, 3, 2, 48, 48)
+    assert float(m(x, x)) == pytest.approx(0.0, abs=1e-7)
+    m.reset()
+    m.update(x, torch.rand(2, 3, 3, 32, 32))  # target resized and cut to 2 frames
+    assert int(m.count) == 4 and float(m.compute()) > 0
+
+
+def test_backbone_from_local_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match=r"alexnet-owt-7be5be79\.pth"):
+        build_lpips(None)
+    net = torchvision.models.alexnet(weights=None)
+    state = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(state, path)
+    model = build_lpips(path)
+    assert torch.equal(model.net.slice1[0].weight, state["features.0.weight"])
+    assert torch.equal(getattr(model.net.slice5, "10").bias, state["features.10.bias"])
