@@ -161,6 +161,8 @@ def test_face_and_motion_conditioners_at_inference(tiny_weights, inputs):
     lively = full(inputs["image"], inputs["audio"], face_motion=1.0, body_motion=1.0, **FAST)
     assert (calm.settings.face_motion, lively.settings.body_motion) == (0.1, 1.0)
     assert not np.array_equal(calm.frames, lively.frames) and not np.array_equal(calm.frames, base)
+    batched = full(inputs["image"], inputs["audio"], face_motion=1.0, body_motion=1.0, batch_passes=True, **FAST)
+    assert np.abs(batched.frames.astype(int) - lively.frames.astype(int)).max() <= 1
     with pytest.raises(InputError, match=r"motion intensities must be in \[0, 1\]"):
         full(inputs["image"], inputs["audio"], face_motion=1.5, **FAST)
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8))
@@ -171,3 +173,10 @@ def test_face_and_motion_conditioners_at_inference(tiny_weights, inputs):
 def test_motion_flags_need_a_motion_conditioner(pipe, inputs):
     with pytest.raises(InputError, match="no motion conditioner"):
         pipe(inputs["image"], inputs["audio"], face_motion=0.5, **FAST)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"prompt_cfg": 1.0}, {"audio_guidance_steps": (0, 0)}])
+def test_batched_guidance_passes_match_sequential(pipe, inputs, kwargs):
+    sequential = pipe(inputs["image"], inputs["audio"], **FAST, **kwargs).frames.astype(int)
+    batched = pipe(inputs["image"], inputs["audio"], batch_passes=True, **FAST, **kwargs).frames.astype(int)
+    assert np.abs(sequential - batched).max() <= 1

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model dtype (default: bfloat16 on a GPU, float32 on CPU)")
     gen.add_argument("--offload", action="store_true",
                      help="keep models on the CPU and move each to the GPU only while it runs (less GPU memory)")
+    gen.add_argument("--batch-passes", action="store_true",
+                     help="run each step's guidance passes as one batch (faster on GPUs, more memory)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     from fantasytalking.data.preprocess import add_preprocess_arguments
@@ -148,7 +150,7 @@ def _generate(args: argparse.Namespace) -> Path:
         num_inference_steps=args.steps, max_edge=args.size, fps=args.fps, max_frames=args.max_frames,
         prompt_cfg=args.prompt_cfg, audio_cfg=args.audio_cfg, audio_scale=args.audio_scale,
         audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
-        face_motion=args.face_motion, body_motion=args.body_motion,
+        face_motion=args.face_motion, body_motion=args.body_motion, batch_passes=args.batch_passes,
     )
     for note in result.settings.notes:
         print(f"note: {note}", file=sys.stderr)

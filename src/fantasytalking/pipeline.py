@@ -27,7 +27,7 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 from fantasytalking import io as ftio
 from fantasytalking.conditioning import AudioConditioner, ConditioningStack, num_latent_frames
 from fantasytalking.errors import InputError
-from fantasytalking.models import FantasyTalkingTransformer
+from fantasytalking.models import BranchInput, FantasyTalkingTransformer
 from fantasytalking.sampling import GuidanceConfig, flow_match_sigmas, guided_model_fn, sample_euler
 
 logger = logging.getLogger(__name__)
@@ -334,6 +334,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         seed: int = 1111,
         face_motion: float | None = None,
         body_motion: float | None = None,
+        batch_passes: bool = False,
         progress: bool = True,
     ) -> FantasyTalkingOutput:
         """Generate a talking clip.
@@ -353,6 +354,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             seed: the initial noise is drawn in fp32 on the CPU from this seed.
             face_motion, body_motion: requested motion intensities in ``[0, 1]`` (default 0.5 each);
                 only for weights with a motion conditioner.
+            batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more
+                activation memory). Same result up to floating-point rounding.
         """
         settings = GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
@@ -400,6 +403,16 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 branches=branches, time_embedding=time_embedding,
             )
 
+        def predict_batched(latents: torch.Tensor, timestep: torch.Tensor, names: tuple[str, ...]) -> dict:
+            text_embeds, branches, time_embedding = merge_passes([passes[n] for n in names])
+            count = len(names)
+            model_input = torch.cat([latents.to(dtype), y], dim=1).expand(count, -1, -1, -1, -1)  # (P, 36, F, h, w)
+            out = self.transformer(
+                model_input, timestep.to(dtype).expand(count), text_embeds, image_embeds.expand(count, -1, -1),
+                branches=branches, time_embedding=time_embedding,
+            )  # (P, 16, F, h, w)
+            return {name: out[i : i + 1] for i, name in enumerate(names)}
+
         generator = torch.Generator("cpu").manual_seed(seed)
         shape = (
             1,
@@ -414,7 +427,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         sigmas = flow_match_sigmas(num_inference_steps, shift)
         self.set_progress_bar_config(disable=not progress)
         with self.progress_bar(total=num_inference_steps) as bar:
-            latents = sample_euler(guided_model_fn(predict, guidance), noise, sigmas, callback=lambda *_: bar.update())
+            model_fn = (guided_model_fn(None, guidance, predict_batched=predict_batched) if batch_passes
+                        else guided_model_fn(predict, guidance))  # fmt: skip
+            latents = sample_euler(model_fn, noise, sigmas, callback=lambda *_: bar.update())
         frames = self.decode(latents)
         self.maybe_free_model_hooks()
         return FantasyTalkingOutput(
@@ -452,3 +467,32 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         return path
 
 
+
+
+def merge_passes(
+    passes: list[tuple[torch.Tensor, dict[str, BranchInput], torch.Tensor | None]],
+) -> tuple[torch.Tensor, dict[str, BranchInput], torch.Tensor | None]:
+    """Stack guidance passes (each batch 1) into one batch: text, branches and time embeddings.
+
+    A branch that is off in a pass (absent or scale 0) gets that pass's row with scale 0, which
+    contributes exactly nothing; key lengths are shared (every pass uses the same clip).
+    """
+    text = torch.cat([text for text, _, _ in passes])  # (P, text_len, text_dim)
+    branches: dict[str, BranchInput] = {}
+    names = {name for _, pass_branches, _ in passes for name in pass_branches}
+    for name in sorted(names):
+        reference = next(b[name] for _, b, _ in passes if name in b)
+        tokens, scales = [], []
+        for _, pass_branches, _ in passes:
+            branch = pass_branches.get(name)
+            tokens.append(reference.tokens if branch is None else branch.tokens)
+            scale = 0.0 if branch is None else branch.scale
+            scales.append(scale.reshape(-1) if isinstance(scale, torch.Tensor) else torch.tensor([float(scale)]))
+        device = reference.tokens.device
+        branches[name] = BranchInput(torch.cat(tokens), reference.key_lengths, torch.cat(scales).to(device))
+    times = [time for _, _, time in passes]
+    time_embedding = None
+    if any(t is not None for t in times):
+        like = next(t for t in times if t is not None)
+        time_embedding = torch.cat([torch.zeros_like(like) if t is None else t for t in times])  # (P, D)
+    return text, branches, time_embedding

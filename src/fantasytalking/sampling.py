@@ -15,6 +15,8 @@ import torch
 ModelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 #: ``predict(latents, timestep, pass_name) -> velocity`` with pass_name in ``full | no_audio | uncond``.
 PassFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
+#: ``predict(latents, timestep, pass_names) -> {pass_name: velocity}``: several passes in one call (one batch).
+BatchedPassFn = Callable[[torch.Tensor, torch.Tensor, tuple[str, ...]], dict[str, torch.Tensor]]
 
 
 def flow_match_sigmas(steps: int, shift: float = 5.0) -> torch.Tensor:
@@ -86,12 +88,19 @@ class GuidanceConfig:
         return ("full", "no_audio", "uncond")
 
 
-def guided_model_fn(predict: PassFn, guidance: GuidanceConfig) -> ModelFn:
-    """Turn a per-pass predictor into the guided ``model_fn`` the sampler takes."""
+def guided_model_fn(
+    predict: PassFn | None, guidance: GuidanceConfig, *, predict_batched: BatchedPassFn | None = None
+) -> ModelFn:
+    """Turn a per-pass predictor (or one that runs several passes as one batch) into the guided ``model_fn``."""
+    if (predict is None) == (predict_batched is None):
+        raise ValueError("give exactly one of predict and predict_batched")
 
     def model_fn(latents: torch.Tensor, timestep: torch.Tensor, step: int) -> torch.Tensor:
         passes = guidance.passes(step)
-        out = {name: predict(latents, timestep, name) for name in passes}
+        if predict_batched is not None:
+            out = predict_batched(latents, timestep, passes)
+        else:
+            out = {name: predict(latents, timestep, name) for name in passes}
         return combine_guidance(
             out["full"], out.get("no_audio"), out.get("uncond"), guidance.prompt_cfg, guidance.audio_cfg
         )
