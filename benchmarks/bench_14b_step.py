@@ -9,6 +9,7 @@ Run on a GPU with at least ~40 GB free (the transformer alone is 32.8 GB in bf16
 
     python benchmarks/bench_14b_step.py --steps 3 --warmup 1
     python benchmarks/bench_14b_step.py --backend flash   # text/image with flash-attn, audio falls back
+    python benchmarks/bench_14b_step.py --batch-passes    # the three passes as one batch of 3
 
 Without a GPU it runs a scaled-down copy (``--layers``) only to check the script, and says so.
 """
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--layers", type=int, default=None, help="fewer blocks (CPU smoke test only)")
     parser.add_argument("--backend", default=None, help="diffusers attention backend (native, flash, sage, ...)")
+    parser.add_argument("--batch-passes", action="store_true", help="the three passes as one batch of 3")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -94,8 +96,17 @@ def main() -> None:
     audio_on = {"audio": BranchInput(windows, lengths, 1.0)}
     t = torch.tensor([900.0], device=device, dtype=dtype)
 
+    # Batched: rows (full, no audio, negative prompt); the audio branch is on for the first row only.
+    x3, t3, image3 = x.expand(3, -1, -1, -1, -1), t.expand(3), image.expand(3, -1, -1)
+    text3 = torch.cat([text[:1], text[:1], text[1:]])
+    audio3 = {"audio": BranchInput(windows.expand(3, -1, -1, -1), lengths,
+                                   torch.tensor([1.0, 0.0, 0.0], device=device))}
+
     def step() -> None:
         with torch.no_grad():
+            if args.batch_passes:
+                model(x3, t3, text3, image3, branches=audio3)
+                return
             model(x, t, text[:1], image, branches=audio_on)  # full
             model(x, t, text[:1], image)  # no audio
             model(x, t, text[1:], image)  # negative prompt
@@ -127,12 +138,13 @@ def main() -> None:
                   "visual_tokens": latent_frames * (side // 2) ** 2, "audio_tokens": tokens,
                   "audio_window": windows.shape[2]},
         "passes_per_step": 3,
+        "batch_passes": args.batch_passes,
         "seconds_per_step": sum(times) / len(times),
         "seconds_per_step_all": times,
         "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = "gpu" if cuda else "cpu-smoke"
+    tag = ("gpu" if cuda else "cpu-smoke") + ("-batched" if args.batch_passes else "")
     path = args.out / f"bench_14b_step-{tag}-{record['date'][:10]}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
