@@ -12,9 +12,9 @@ $(BIN)/python:
 
 # Debian packages: espeak-ng speaks SynthTalk's sentences (libespeak-ng gives phoneme timings).
 sysdeps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@{ command -v espeak-ng >/dev/null 2>&1 && ldconfig -p | grep -q libespeak-ng; } || { \
 		echo "installing Debian packages: espeak-ng"; \
-		apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+		apt-get update -qq && apt-get install -y -qq espeak-ng libespeak-ng1 >/dev/null; }
 
 setup: sysdeps $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"

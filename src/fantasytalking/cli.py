@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_preprocess_arguments(prep)
 
+    from fantasytalking.data.synthtalk import add_synth_arguments
+
+    synth = commands.add_parser(
+        "synth",
+        help="write SynthTalk shards: procedurally drawn faces speaking espeak-ng sentences, with ground truth",
+        description="Write SynthTalk WebDataset shards (the preprocess format plus per-frame ground truth), "
+        "deterministically from a seed; --split heldout uses sentences, voices and identities training never sees.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_synth_arguments(synth)
+
     from fantasytalking.metrics.evaluate import add_evaluate_arguments
 
     ev = commands.add_parser(
@@ -169,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from fantasytalking.data.preprocess import preprocess_from_args
 
             print(preprocess_from_args(args).summary())
+        elif args.command == "synth":
+            from fantasytalking.data.synthtalk import synth_from_args
+
+            report = synth_from_args(args)
+            print(report.summary())
         elif args.command == "evaluate":
             from fantasytalking.metrics.evaluate import evaluate_from_args, markdown_report
 

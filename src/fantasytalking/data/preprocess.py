@@ -361,7 +361,7 @@ def read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+def append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     if not records:
         return
     text = "".join(json.dumps(r, ensure_ascii=False, default=json_default) + "\n" for r in records)
@@ -385,7 +385,7 @@ def write_stats(out_dir: Path) -> dict[str, Any]:
     return stats
 
 
-class _ShardWriter:
+class ShardWriter:
     """Writes samples into ``shard-NNNNNN.tar`` via a hidden temporary file, renamed when the shard is full or
     closed; ``on_commit(name, records)`` runs after each rename."""
 
@@ -562,7 +562,7 @@ class Preprocessor:
                     shard.rename(shard.with_name(shard.name + ".corrupt"))
                     continue
                 log.warning("adding %d clips of %s missing from the manifest", len(rebuilt), shard.name)
-                _append_jsonl(out / fmt.MANIFEST, rebuilt)
+                append_jsonl(out / fmt.MANIFEST, rebuilt)
                 manifest.extend(rebuilt)
         self._keys = {r["key"] for r in manifest if "key" in r}
         progress = read_jsonl(out / fmt.PROGRESS, repair=True)
@@ -594,7 +594,7 @@ class Preprocessor:
             write_json_atomic(path, current)
 
     def _on_commit(self, name: str, records: list[dict[str, Any]]) -> None:
-        _append_jsonl(self.config.out_dir / fmt.MANIFEST, records)
+        append_jsonl(self.config.out_dir / fmt.MANIFEST, records)
         committed = {r["key"] for r in records}
         self._keys |= committed
         self._report.shards_written.append(name)
@@ -605,8 +605,8 @@ class Preprocessor:
     def _flush_pending(self) -> None:
         while self._pending and not self._pending[0].waiting:
             done = self._pending.pop(0)
-            _append_jsonl(self.config.out_dir / fmt.REJECTIONS, done.rejections)
-            _append_jsonl(self.config.out_dir / fmt.PROGRESS, [done.record])
+            append_jsonl(self.config.out_dir / fmt.REJECTIONS, done.rejections)
+            append_jsonl(self.config.out_dir / fmt.PROGRESS, [done.record])
             self._done.add(done.source)
 
     # ---------------------------------------------------------------------------------------------- run
@@ -620,7 +620,7 @@ class Preprocessor:
         with _folder_lock(cfg.out_dir):
             self._check_settings()
             self._load_state()
-            writer = _ShardWriter(
+            writer = ShardWriter(
                 cfg.out_dir, self._next_shard, cfg.clips_per_shard, int(cfg.max_shard_mb * 2**20), self._on_commit
             )
             try:
@@ -644,7 +644,7 @@ class Preprocessor:
             self._stems[source] = fmt.unique_stem(name, source, set(self._stems.values()))
         return self._stems[source]
 
-    def _process_video(self, video: Path, writer: _ShardWriter, tmp: Path) -> None:
+    def _process_video(self, video: Path, writer: ShardWriter, tmp: Path) -> None:
         source = str(video)
         stem = self._stem_for(source, video.stem)
         rejections: list[dict[str, Any]] = []
@@ -689,7 +689,7 @@ class Preprocessor:
         self,
         video: Path,
         stem: str,
-        writer: _ShardWriter,
+        writer: ShardWriter,
         tmp: Path,
         reject: Callable[..., None],
         written: list[str],

@@ -43,8 +43,10 @@ from fantasytalking.training.objective import (
     shift_sigmas,
     step_generator,
 )
+from fantasytalking.training.presets import demo_pipeline
 from fantasytalking.training.strategies import WanFSDPStrategy
 from fantasytalking.training.synthetic import SyntheticTalkingDataModule, SyntheticTalkingDataset
+from fantasytalking.training.vae import WanVAETrainer
 
 __all__ = [
     "AudioConfig",
@@ -63,10 +65,12 @@ __all__ = [
     "TrainingInputs",
     "TrainingLoss",
     "WanFSDPStrategy",
+    "WanVAETrainer",
     "attach_face",
     "attach_motion",
     "build_pipeline",
     "conditioning_tensors",
+    "demo_pipeline",
     "export_checkpoint",
     "export_conditioning",
     "flow_matching_pair",

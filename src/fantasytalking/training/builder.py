@@ -2,7 +2,8 @@
 
 * :func:`build_pipeline` gives a :class:`~fantasytalking.pipeline.FantasyTalkingPipeline` from a
   weights folder, or from the ``tiny`` preset (random tiny models of the 14B structure, written by
-  :func:`fantasytalking.testing.make_tiny_weights` into a temporary folder and loaded from there).
+  :func:`fantasytalking.testing.make_tiny_weights` into a temporary folder and loaded from there), or
+  from the ``demo`` preset (:func:`fantasytalking.training.presets.demo_pipeline`).
 * :func:`attach_face` / :func:`attach_motion` add a conditioner to the stack and, for the face, its
   zero-initialised branch to every block.
 """
@@ -32,10 +33,17 @@ def build_pipeline(config: BackboneConfig) -> FantasyTalkingPipeline:
     the audio weights that will train are then read again in float32, so they are not rounded.
     """
     if (config.weights is None) == (config.preset is None):
-        raise InputError("set exactly one of backbone.weights (a weights folder) and backbone.preset ('tiny').")
+        raise InputError("set exactly one of backbone.weights (a weights folder) and backbone.preset ('tiny', 'demo').")
+    if config.vae is not None and config.preset != "demo":
+        raise InputError("backbone.vae is for the 'demo' preset; a weights folder brings its own VAE.")
     dtype = DTYPES[config.backbone_dtype]
     if config.preset == "tiny":
         pipe = tiny_pipeline(seed=config.seed)
+    elif config.preset == "demo":
+        from fantasytalking.training.presets import demo_pipeline
+
+        # Audio conditioner only: the training module attaches face / motion from its own settings.
+        pipe = demo_pipeline(vae_path=config.vae, seed=config.seed, conditioners=False)
     else:
         pipe = FantasyTalkingPipeline.from_pretrained(config.weights, device="cpu", dtype=dtype)
         if dtype != torch.float32:
@@ -52,7 +60,8 @@ def build_pipeline(config: BackboneConfig) -> FantasyTalkingPipeline:
     for module in (pipe.vae, pipe.text_encoder, pipe.image_encoder, pipe.audio_conditioner.encoder):
         if module is None:
             continue
-        if next(module.parameters()).dtype != frozen:
+        param = next(module.parameters(), None)  # None: a parameter-free front end (the demo's log-mel)
+        if param is not None and param.dtype != frozen:
             module.to(dtype=frozen)
         module.requires_grad_(False).eval()
     if config.attention_backend:

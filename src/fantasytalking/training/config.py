@@ -24,8 +24,10 @@ class BackboneConfig:
     Attributes:
         weights: a weights folder for ``FantasyTalkingPipeline.from_pretrained`` (Wan2.1-I2V-14B,
             wav2vec2-base-960h, fantasytalking_model.ckpt; see docs/weights.md).
-        preset: ``"tiny"``: random tiny models built in code (CPU tests and smoke runs), no files needed.
-        seed: seed of the tiny preset's random weights.
+        preset: ``"tiny"``: random tiny models built in code (CPU tests and smoke runs), no files needed;
+            ``"demo"``: the CPU-trainable demo size (:mod:`fantasytalking.training.presets`), random weights.
+        vae: the ``demo`` preset's trained VAE folder (``WanVAETrainer.export_vae``); None: a random VAE.
+        seed: seed of the preset's random weights.
         frozen_dtype: dtype of the frozen encoders (VAE, umT5, CLIP, wav2vec2); ``bfloat16`` on GPUs.
         backbone_dtype: dtype of the backbone's FROZEN Wan weights. ``bfloat16`` halves the memory of the
             14B (33 GB instead of 66 GB, so it fits one GPU with DDP) and needs ``precision: bf16-mixed``;
@@ -35,7 +37,8 @@ class BackboneConfig:
     """
 
     weights: str | None = None
-    preset: Literal["tiny"] | None = None
+    preset: Literal["tiny", "demo"] | None = None
+    vae: str | None = None
     seed: int = 0
     frozen_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     backbone_dtype: Literal["float32", "bfloat16"] = "float32"

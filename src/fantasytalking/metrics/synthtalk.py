@@ -1,0 +1,292 @@
+"""SynthTalk measures: lip sync, identity and motion read from the PIXELS of any video of a SynthTalk face.
+
+Nothing here reads metadata: a generated video is scored exactly like a rendered one. The ground truth (truth.npy
+of a SynthTalk shard, or :class:`fantasytalking.data.synthtalk.SynthClip`) is only what measures are compared to.
+
+Method (frames ``uint8 (N, H, W, 3)``):
+
+1. Skin colour: the dominant colour of the box ``x in [0.35, 0.65], y in [0.42, 0.68]`` of frame 0 (the pixel
+   colour with the most pixels within half the skin tolerance, then the mean of those pixels).
+2. Face region, per frame: pixels within :data:`SKIN_TOLERANCE` (max abs RGB difference) of the skin colour,
+   connected components at least 20% the size of the largest (glasses can split a face), holes filled (eyes,
+   brows, lips and the mouth lie inside it).
+3. Mouth opening, per frame: darkness ``d = clip((0.42 L_skin - L) / (0.42 L_skin - L_mouth), 0, 1)`` of each
+   pixel (``L`` = Rec. 601 luma, ``L_mouth = 18``; lips, nostrils and shading stay above 0.6 of the skin's luma,
+   the mouth interior is near black). Dark components (``d > 0.25``) inside the face region whose centre lies in the lower half of the
+   region's rows are mouth candidates (eyes, brows and glasses lie in the upper half); the darkest one (largest
+   sum of ``d``) is the mouth. The opening is the
+   largest column sum of ``d`` over that component's box (one pixel margin): the inner-lip gap in pixels with
+   sub-pixel precision from the anti-aliasing, divided by the frame height. No candidate: 0.
+4. Lip sync: Pearson correlation of the measured opening with the truth opening.
+5. Identity: features of the first frame (skin, hair band above the face, background corners, shirt colours,
+   face-region width and height in frame units); the error is the mean absolute difference, colours in [0, 1].
+   The reference is a frame (e.g. the portrait given to a model) or an :class:`Identity` (rendered neutral).
+6. Motion: the standard deviation of the centroid of the face region's top (rows within 0.6 face widths of
+   its top edge: head translation without the jaw), divided by the face width; :func:`motion_energy` adds the mean absolute frame difference.
+
+"Mouth closed" means a measured opening below :data:`MOUTH_CLOSED_THRESHOLD` of the frame height (0.01: 0.64 px
+at 64 px; a fully open SynthTalk mouth measures about 0.08).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MOUTH_CLOSED_THRESHOLD",
+    "SKIN_TOLERANCE",
+    "SynthTalkScores",
+    "as_frames",
+    "face_regions",
+    "head_motion",
+    "identity_error",
+    "identity_features",
+    "lipsync_correlation",
+    "motion_energy",
+    "mouth_closed_fraction",
+    "mouth_opening",
+    "score_synthtalk",
+    "skin_colour",
+]
+
+#: Measured opening (fraction of the frame height) below which the mouth counts as closed.
+MOUTH_CLOSED_THRESHOLD = 0.01
+#: Max abs RGB difference from the skin colour for a face pixel.
+SKIN_TOLERANCE = 26
+_MOUTH_LUMA = 18.0  # luma of the SynthTalk mouth interior (38, 8, 16)
+_DARK_MIN = 0.25
+_DARK_FRACTION = 0.42  # darkness starts below this fraction of the skin's luma
+
+
+def as_frames(video: Any) -> np.ndarray:
+    """``uint8 (N, H, W, 3)`` from uint8 ``(N, H, W, 3)``, a float array/tensor ``(3, N, H, W)`` or
+    ``(N, 3, H, W)`` in [-1, 1], or a path to a video file."""
+    if isinstance(video, (str, bytes)) or hasattr(video, "__fspath__"):
+        from fantasytalking.io.video import read_video
+
+        return read_video(video)[0]
+    if hasattr(video, "detach"):
+        video = video.detach().cpu().float().numpy()
+    arr = np.asarray(video)
+    if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] == 3:
+        return arr
+    if arr.ndim == 4 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 3, 0)  # (3, N, H, W) -> (N, H, W, 3)
+    elif arr.ndim == 4 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)  # (N, 3, H, W) -> (N, H, W, 3)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"expected video frames (N, H, W, 3) or (3, N, H, W), got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip((arr.astype(np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def skin_colour(frame: np.ndarray) -> np.ndarray:
+    """Dominant colour ``float32 (3,)`` of the centre box of one frame ``(H, W, 3)`` (step 1 of the module doc)."""
+    h, w = frame.shape[:2]
+    box = frame[int(0.42 * h) : int(0.68 * h) + 1, int(0.35 * w) : int(0.65 * w) + 1].reshape(-1, 3)
+    px = box.astype(np.float32)[:: max(1, box.shape[0] // 4000)]  # (P, 3)
+    cand = px[:: max(1, px.shape[0] // 200)]  # (C, 3)
+    near = np.abs(cand[:, None] - px[None]).max(axis=-1) < SKIN_TOLERANCE / 2  # (C, P)
+    best = int(near.sum(axis=1).argmax())
+    return px[near[best]].mean(axis=0).astype(np.float32)
+
+
+def face_regions(frames: np.ndarray, skin: np.ndarray | None = None) -> np.ndarray:
+    """Filled face regions ``bool (N, H, W)`` (step 2 of the module doc)."""
+    from scipy import ndimage
+
+    frames = as_frames(frames)
+    skin = skin_colour(frames[0]) if skin is None else np.asarray(skin, np.float32)
+    out = np.zeros(frames.shape[:3], dtype=bool)
+    for i, f in enumerate(frames):
+        mask = np.abs(f.astype(np.float32) - skin).max(axis=-1) < SKIN_TOLERANCE
+        lab, num = ndimage.label(mask)
+        if num == 0:
+            continue
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        keep = sizes >= 0.2 * sizes.max()  # glasses can cut the face in two: keep every large part
+        keep[0] = False
+        out[i] = ndimage.binary_fill_holes(keep[lab])
+    return out
+
+
+def mouth_opening(video: Any, *, skin: np.ndarray | None = None) -> np.ndarray:
+    """Measured mouth opening per frame, ``float32 (N,)`` as a fraction of the frame height (module doc, step 3)."""
+    from scipy import ndimage
+
+    frames = as_frames(video)
+    skin = skin_colour(frames[0]) if skin is None else np.asarray(skin, np.float32)
+    regions = face_regions(frames, skin)
+    thr = _DARK_FRACTION * float(_luma(skin))
+    span = max(thr - _MOUTH_LUMA, 1.0)
+    h = frames.shape[1]
+    out = np.zeros(frames.shape[0], dtype=np.float32)
+    for i, (f, face) in enumerate(zip(frames, regions)):
+        if not face.any():
+            continue
+        d = np.clip((thr - _luma(f.astype(np.float32))) / span, 0.0, 1.0) * face  # (H, W)
+        rows = np.nonzero(face.any(axis=1))[0]
+        mid = (rows[0] + rows[-1]) / 2  # eyes, brows and glasses lie above the middle of the face region
+        lab, _ = ndimage.label(d > _DARK_MIN)
+        best, best_mass = 0, 0.0
+        for k, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if sl is None or (sl[0].start + sl[0].stop - 1) / 2 <= mid:
+                continue
+            mass = float(d[sl][lab[sl] == k].sum())
+            if mass > best_mass:
+                best, best_mass = k, mass
+        if best == 0:
+            continue
+        sl = ndimage.find_objects(lab)[best - 1]
+        y0, y1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
+        x0, x1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, frames.shape[2])
+        out[i] = float(d[y0:y1, x0:x1].sum(axis=0).max()) / h
+    return out
+
+
+def lipsync_correlation(measured: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> float:
+    """Pearson correlation of a measured opening with the truth (0 when either is constant)."""
+    a = np.asarray(measured, dtype=np.float64).ravel()
+    b = np.asarray(truth, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"measured ({a.size} frames) and truth ({b.size} frames) must have the same length")
+    if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def mouth_closed_fraction(measured: np.ndarray, silent: np.ndarray) -> float:
+    """Fraction of the ``silent`` frames (bool ``(N,)``) whose measured opening is below the closed threshold
+    (1.0 when there is no silent frame)."""
+    m = np.asarray(measured)[np.asarray(silent, dtype=bool)]
+    return 1.0 if m.size == 0 else float((m < MOUTH_CLOSED_THRESHOLD).mean())
+
+
+def identity_features(video: Any) -> np.ndarray:
+    """Identity features ``float32 (14,)`` of the first frame: skin, hair, background, shirt RGB in [0, 1], and
+    face-region width and height as fractions of the frame (module doc, step 5)."""
+    frames = as_frames(video)
+    f = frames[0].astype(np.float32)
+    h, w = f.shape[:2]
+    skin = skin_colour(frames[0])
+    face = face_regions(frames[:1], skin)[0]
+    if face.any():
+        ys, xs = np.nonzero(face)
+        top, x0, x1, bottom = ys.min(), xs.min(), xs.max(), ys.max()
+    else:
+        top, x0, x1, bottom = int(0.25 * h), int(0.3 * w), int(0.7 * w), int(0.75 * h)
+    band = f[max(top - max(h // 16, 1), 0) : top + 1, x0 : x1 + 1].reshape(-1, 3)
+    hair = np.median(band, axis=0) if band.size else np.zeros(3)
+    c = max(h // 10, 1)
+    corners = np.concatenate([f[:c, :c].reshape(-1, 3), f[:c, -c:].reshape(-1, 3)])
+    background = np.median(corners, axis=0)
+    rows = f[-max(h // 25, 1) :]
+    shirt = np.median(np.concatenate([rows[:, int(0.2 * w) : int(0.35 * w)].reshape(-1, 3),
+                                      rows[:, int(0.65 * w) : int(0.8 * w)].reshape(-1, 3)]), axis=0)  # fmt: skip
+    size = np.array([(x1 - x0 + 1) / w, (bottom - top + 1) / h])
+    return np.concatenate([skin / 255, hair / 255, background / 255, shirt / 255, size]).astype(np.float32)
+
+
+def _reference_features(reference: Any, size: int) -> np.ndarray:
+    from fantasytalking.data.synthtalk.face import FacePose, Identity, render_frame
+
+    if isinstance(reference, Identity):
+        frame, _ = render_frame(reference, FacePose(), size)
+        return identity_features(frame[None])
+    ref = np.asarray(reference)
+    if ref.ndim == 1:
+        return ref.astype(np.float32)
+    if ref.ndim == 3:
+        ref = ref[None]
+    return identity_features(ref)
+
+
+def identity_error(video: Any, reference: Any) -> float:
+    """Mean absolute difference of :func:`identity_features` between a video and a reference: another video or
+    frame ``(H, W, 3)``, a feature vector, or an :class:`~fantasytalking.data.synthtalk.face.Identity`
+    (rendered at the video's size, neutral pose). Same person: about 0.01-0.03; another person: about 0.1-0.3."""
+    frames = as_frames(video)
+    a = identity_features(frames)
+    b = _reference_features(reference, frames.shape[1])
+    return float(np.abs(a - b).mean())
+
+
+def head_motion(video: Any) -> float:
+    """Head motion: std over the frames of the centroid of the face region's top (rows within 0.6 face widths of its
+    top edge; pixels, both axes), divided by the mean face width (the jaw, which moves with speech, is left out)."""
+    frames = as_frames(video)
+    regions = face_regions(frames)
+    cents, widths = [], []
+    for r in regions:
+        if not r.any():
+            continue
+        ys, xs = np.nonzero(r)
+        width = xs.max() - xs.min() + 1
+        upper = ys <= ys.min() + 0.6 * width  # the upper face moves rigidly; the jaw moves with speech
+        cents.append((xs[upper].mean(), ys[upper].mean()))
+        widths.append(width)
+    if len(cents) < 2:
+        return 0.0
+    c = np.asarray(cents)
+    return float(np.sqrt(c.var(axis=0).sum()) / np.mean(widths))
+
+
+def motion_energy(video: Any) -> float:
+    """Mean absolute difference of consecutive frames, in [0, 1] (everything that moves: head, mouth, eyes)."""
+    f = as_frames(video).astype(np.float32)
+    if f.shape[0] < 2:
+        return 0.0
+    return float(np.abs(np.diff(f, axis=0)).mean() / 255.0)
+
+
+@dataclass
+class SynthTalkScores:
+    lipsync: float  # Pearson of measured vs truth opening
+    closed_in_silence: float  # fraction of silent frames measured closed
+    identity_error: float | None
+    head_motion: float
+    motion_energy: float
+    opening: np.ndarray  # (N,) measured
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"lipsync": self.lipsync, "closed_in_silence": self.closed_in_silence,
+                "identity_error": self.identity_error, "head_motion": self.head_motion,
+                "motion_energy": self.motion_energy}  # fmt: skip
+
+
+def score_synthtalk(
+    video: Any,
+    truth_opening: np.ndarray,
+    *,
+    silent: np.ndarray | None = None,
+    reference: Any = None,
+) -> SynthTalkScores:
+    """All SynthTalk measures of one video against the truth opening ``(N,)``; ``silent`` (bool ``(N,)``, e.g.
+    truth ``open == 0``) defaults to the frames whose truth opening is 0."""
+    frames = as_frames(video)
+    truth = np.asarray(truth_opening, dtype=np.float32)
+    measured = mouth_opening(frames)
+    n = min(measured.size, truth.size)
+    sil = (truth[:n] <= 0) if silent is None else np.asarray(silent, bool)[:n]
+    return SynthTalkScores(
+        lipsync=lipsync_correlation(measured[:n], truth[:n]),
+        closed_in_silence=mouth_closed_fraction(measured[:n], sil),
+        identity_error=None if reference is None else identity_error(frames, reference),
+        head_motion=head_motion(frames),
+        motion_energy=motion_energy(frames),
+        opening=measured,
+    )
