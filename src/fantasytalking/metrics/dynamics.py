@@ -21,6 +21,7 @@ import torch
 from torchmetrics import Metric
 
 from fantasytalking.errors import InputError
+from fantasytalking.metrics.video import LazyLandmarkerMixin
 
 __all__ = ["MotionDynamics", "landmark_dynamics"]
 
@@ -46,7 +47,7 @@ def landmark_dynamics(landmarks: np.ndarray, fps: float) -> dict[str, float]:
     }
 
 
-class MotionDynamics(Metric):
+class MotionDynamics(LazyLandmarkerMixin, Metric):
     """Mean over videos of :func:`landmark_dynamics` (higher = more motion; not better or worse in itself)."""
 
     higher_is_better = None
@@ -64,13 +65,6 @@ class MotionDynamics(Metric):
         self.add_state("sums", torch.zeros(len(self.KEYS), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    @property
-    def landmarker(self) -> Any:
-        if self._landmarker is None:
-            from fantasytalking.face import make_landmarker
-
-            self._landmarker = make_landmarker("dlib")
-        return self._landmarker
 
     def update_landmarks(self, landmarks: np.ndarray, fps: float | None = None) -> None:
         """Add one video's landmarks ``(N, 68, 2)``."""

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from fantasytalking.metrics.video import LazyLandmarkerMixin
+
 __all__ = ["IdentityConsistency", "cosine_to_reference"]
 
 
@@ -29,7 +31,7 @@ def cosine_to_reference(frame_emb: np.ndarray, ref_emb: np.ndarray) -> np.ndarra
     return (f @ r) / np.maximum(np.linalg.norm(f, axis=-1) * np.linalg.norm(r), 1e-12)
 
 
-class IdentityConsistency(Metric):
+class IdentityConsistency(LazyLandmarkerMixin, Metric):
     """Mean face-embedding cosine similarity to the reference (higher is better).
 
     Args:
@@ -69,13 +71,6 @@ class IdentityConsistency(Metric):
             self._encoder = DlibFaceEncoder()
         return self._encoder
 
-    @property
-    def landmarker(self) -> Any:
-        if self._landmarker is None:
-            from fantasytalking.face import make_landmarker
-
-            self._landmarker = make_landmarker("dlib")
-        return self._landmarker
 
     def score(self, frames: np.ndarray, reference: np.ndarray) -> float:
         """``uint8 (F, H, W, 3)`` frames + ``uint8 (H, W, 3)`` reference -> mean cosine over the sampled frames."""

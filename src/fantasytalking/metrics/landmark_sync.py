@@ -24,6 +24,7 @@ import torch
 from torchmetrics import Metric
 
 from fantasytalking.errors import InputError
+from fantasytalking.metrics.video import LazyLandmarkerMixin
 
 __all__ = ["LandmarkLipSync", "lagged_correlation", "mouth_opening_ratio", "speech_envelope"]
 
@@ -69,7 +70,7 @@ def lagged_correlation(x: np.ndarray, y: np.ndarray, max_lag: int = 3) -> tuple[
     return float(best), int(best_lag)
 
 
-class LandmarkLipSync(Metric):
+class LandmarkLipSync(LazyLandmarkerMixin, Metric):
     """Mean over videos of the best lagged correlation of mouth opening and speech envelope (higher is better)."""
 
     higher_is_better = True
@@ -88,13 +89,6 @@ class LandmarkLipSync(Metric):
         self.add_state("lag_abs_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    @property
-    def landmarker(self) -> Any:
-        if self._landmarker is None:
-            from fantasytalking.face import make_landmarker
-
-            self._landmarker = make_landmarker("dlib")
-        return self._landmarker
 
     def score(self, landmarks: np.ndarray, waveform: np.ndarray, sample_rate: int, fps: float) -> tuple[float, int]:
         """Landmarks ``(N, 68, 2)`` + speech -> ``(correlation, lag)``."""

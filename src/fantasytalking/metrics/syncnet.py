@@ -32,6 +32,7 @@ from torchmetrics import Metric
 
 from fantasytalking.errors import InputError, WeightsError
 from fantasytalking.metrics.sync import SyncResult, sync_scores
+from fantasytalking.metrics.video import LazyLandmarkerMixin
 from fantasytalking.metrics.weights import resolve_weights
 
 __all__ = ["SyncNet", "SyncNetScore", "load_syncnet", "mfcc", "resample_frames", "syncnet_face_crops"]
@@ -194,7 +195,7 @@ def syncnet_face_crops(
 # --------------------------------------------------------------------------------------------------- metric
 
 
-class SyncNetScore(Metric):
+class SyncNetScore(LazyLandmarkerMixin, Metric):
     """Sync-C (higher is better) and Sync-D (lower is better) averaged over videos.
 
     Args:
@@ -235,13 +236,6 @@ class SyncNetScore(Metric):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    @property
-    def landmarker(self) -> Any:
-        if self._landmarker is None:
-            from fantasytalking.face import make_landmarker
-
-            self._landmarker = make_landmarker("dlib")
-        return self._landmarker
 
     @torch.no_grad()
     def score_crops(self, crops: np.ndarray, audio: np.ndarray) -> SyncResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -194,3 +194,17 @@ def iter_av(
         if wav is None:
             raise InputError("audio is required for video tensors (pass audio=...)")
         yield frames, rate, wav
+
+
+class LazyLandmarkerMixin:
+    """``self.landmarker``: the one given to the metric, else dlib's (offline), built on first use."""
+
+    _landmarker: Any = None
+
+    @property
+    def landmarker(self) -> Any:
+        if self._landmarker is None:
+            from fantasytalking.face import make_landmarker
+
+            self._landmarker = make_landmarker("dlib")
+        return self._landmarker
