@@ -180,3 +180,22 @@ def test_batched_guidance_passes_match_sequential(pipe, inputs, kwargs):
     sequential = pipe(inputs["image"], inputs["audio"], **FAST, **kwargs).frames.astype(int)
     batched = pipe(inputs["image"], inputs["audio"], batch_passes=True, **FAST, **kwargs).frames.astype(int)
     assert np.abs(sequential - batched).max() <= 1
+
+
+def test_segmented_generation_covers_the_speech_and_matches_one_clip_when_short(pipe, inputs):
+    # 1.2 s -> min(int(23 * 1.2 // 4) * 4 + 5, 33) = 29 frames, made of 5-frame clips: ceil(28 / 4) = 7 clips.
+    settings = dict(FAST, max_frames=33)
+    out = pipe(inputs["image"], inputs["audio"], segment_frames=5, **settings)
+    assert out.frames.shape[0] == 29 == out.settings.num_frames
+    assert (out.settings.segment_frames, out.settings.segments) == (5, 7)
+    assert out.audio.shape == (int(1.2 * 16000),)  # all the speech (shorter than the 29 frames)
+    # Speech that fits in one segment: exactly the single-clip result.
+    one = pipe(inputs["image"], inputs["audio"], segment_frames=0, **FAST).frames
+    same = pipe(inputs["image"], inputs["audio"], segment_frames=9, **FAST).frames
+    np.testing.assert_array_equal(one, same)
+
+
+@pytest.mark.parametrize("bad", [4, 3, 10])
+def test_segment_frames_must_be_4k_plus_1(pipe, inputs, bad):
+    with pytest.raises(InputError, match="4k\\+1"):
+        pipe(inputs["image"], inputs["audio"], segment_frames=bad, **FAST)

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class GenerationSettings:
     num_frames: int = 0
     audio_seconds_used: float = 0.0
     audio_seconds_given: float = 0.0
+    segment_frames: int | None = None  # set when the video was made of several clips
+    segments: int = 1
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,6 +131,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         self.vae_scale_factor_spatial = 2 ** len(vae.config.temperal_downsample)
         self.vae_scale_factor_temporal = 2 ** sum(vae.config.temperal_downsample)
         self.source_files: list[str] = []  # weight files used (recorded in the sidecar)
+        #: Default clip length of segmented generation (None: one clip, as the release); weights trained on
+        #: short clips (the demo: 17 frames) set it so long speech is made of clips of the trained length.
+        self.segment_frames: int | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -335,6 +341,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         face_motion: float | None = None,
         body_motion: float | None = None,
         batch_passes: bool = False,
+        segment_frames: int | None = None,
         progress: bool = True,
     ) -> FantasyTalkingOutput:
         """Generate a talking clip.
@@ -356,6 +363,10 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 only for weights with a motion conditioner.
             batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more
                 activation memory). Same result up to floating-point rounding.
+            segment_frames: generate longer speech as consecutive clips of this many frames (4k+1), each
+                starting from the previous clip's last frame, up to ``max_frames`` in all; 0: one clip
+                (the release). None: the weights' own setting (``pipe.segment_frames``: none for the
+                official weights, the training clip length for the demo).
         """
         settings = GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
@@ -370,20 +381,78 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                     f"audio guidance steps {first}-{last} are outside 0-{num_inference_steps - 1}; give FIRST <= LAST."
                 )
         image_tensor, waveform, settings, pil = self.prepare_inputs(image, audio, settings)
-        inputs = {"audio": {"waveform": waveform, "num_frames": settings.num_frames}}
-        inputs.update(self.identity_and_motion_inputs(pil, settings))
+        identity_motion = self.identity_and_motion_inputs(pil, settings)
         device = self._execution_device
+        self.set_progress_bar_config(disable=not progress)
+        segment = self.resolve_segment_frames(segment_frames)
+        if segment is None or settings.num_frames <= segment:
+            frames = self.sample_clip(image_tensor, waveform, settings.num_frames, identity_motion, settings,
+                                      seed=seed, batch_passes=batch_passes, device=device)  # fmt: skip
+        else:
+            # Segments of `segment` frames; each starts from the previous one's last frame (pixels), so
+            # the video is continuous; identity and motion inputs come from the reference every time.
+            stride = segment - 1
+            count = math.ceil((settings.num_frames - 1) / stride)
+            settings.segment_frames = segment
+            settings.segments = count
+            sample_rate = self.audio_conditioner.sample_rate
+            pieces: list[np.ndarray] = []
+            first = image_tensor
+            for k in range(count):
+                start = k * stride  # first video frame of the segment
+                a0 = round(start / settings.fps * sample_rate)
+                a1 = round((start + segment) / settings.fps * sample_rate)
+                piece = waveform[a0:a1]
+                if len(piece) < a1 - a0:  # past the end of the speech: silence
+                    piece = np.pad(piece, (0, a1 - a0 - len(piece)))
+                clip = self.sample_clip(first, piece, segment, identity_motion, settings, seed=seed + k,
+                                        batch_passes=batch_passes, device=device)  # fmt: skip
+                pieces.append(clip if k == 0 else clip[1:])
+                first = torch.from_numpy(clip[-1]).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W)
+            frames = np.concatenate(pieces)[: settings.num_frames]
+        self.maybe_free_model_hooks()
+        return FantasyTalkingOutput(
+            frames=frames, audio=waveform, sample_rate=self.audio_conditioner.sample_rate, fps=fps, settings=settings
+        )
+
+    def resolve_segment_frames(self, segment_frames: int | None) -> int | None:
+        """The segment length to use: the argument (0: none), else the weights' own (``self.segment_frames``)."""
+        value = self.segment_frames if segment_frames is None else segment_frames
+        if not value:
+            return None
+        if value < 5 or (value - 1) % self.vae_scale_factor_temporal:
+            raise InputError(
+                f"segment_frames must be 4k+1 and at least 5 (the VAE's temporal stride), got {value}; "
+                "use the length the weights were trained on (17 for the demo), or 0 for one clip."
+            )
+        return int(value)
+
+    def sample_clip(
+        self,
+        image_tensor: torch.Tensor,
+        waveform: np.ndarray,
+        num_frames: int,
+        identity_motion: dict[str, dict[str, Any]],
+        settings: GenerationSettings,
+        *,
+        seed: int,
+        batch_passes: bool,
+        device: torch.device,
+    ) -> np.ndarray:
+        """One clip of ``num_frames`` frames from a first frame ``(1, 3, H, W)`` in ``[-1, 1]`` and its speech
+        (``num_frames / fps`` seconds, 16 kHz): the dual-guidance Euler sampler -> ``uint8 (N, H, W, 3)``."""
         dtype = self.transformer.transformer.dtype
+        inputs: dict[str, dict[str, Any]] = {"audio": {"waveform": waveform, "num_frames": num_frames}}
+        inputs.update(identity_motion)
 
         # Conditions shared by every pass: image latents + CLIP tokens.
-        y = self.encode_condition(image_tensor.to(device), settings.num_frames, device).to(dtype)  # (1, 20, F, h, w)
+        y = self.encode_condition(image_tensor.to(device), num_frames, device).to(dtype)  # (1, 20, F, h, w)
         image_embeds = self.encode_image(image_tensor.to(device), device, dtype)  # (1, S_img, image_dim)
-        text = self.encode_prompt([prompt, negative_prompt], device, dtype)  # (2, text_len, text_dim)
+        text = self.encode_prompt([settings.prompt, settings.negative_prompt], device, dtype)  # (2, L, text_dim)
         text_pos, text_neg = text[:1], text[1:]
 
-        audio_conditioner = self.audio_conditioner
         conditions = self.conditioning(inputs)
-        conditions["audio"] = conditions["audio"].with_scale(audio_scale)
+        conditions["audio"] = conditions["audio"].with_scale(settings.audio_scale)
         cond_branches, cond_time = self.conditioning.to_backbone(conditions)
         null_branches, null_time = self.conditioning.to_backbone(self.conditioning.null(conditions, ["audio"]))
         uncond_branches, uncond_time = self.conditioning.to_backbone(self.conditioning.null(conditions))
@@ -417,24 +486,20 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         shape = (
             1,
             self.vae.config.z_dim,
-            num_latent_frames(settings.num_frames, self.vae_scale_factor_temporal),
+            num_latent_frames(num_frames, self.vae_scale_factor_temporal),
             settings.height // self.vae_scale_factor_spatial,
             settings.width // self.vae_scale_factor_spatial,
         )
         noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
-        guidance = GuidanceConfig(prompt_cfg=prompt_cfg, audio_cfg=audio_cfg, audio_steps=audio_guidance_steps)
-        sigmas = flow_match_sigmas(num_inference_steps, shift)
-        self.set_progress_bar_config(disable=not progress)
-        with self.progress_bar(total=num_inference_steps) as bar:
+        guidance = GuidanceConfig(prompt_cfg=settings.prompt_cfg, audio_cfg=settings.audio_cfg,
+                                  audio_steps=settings.audio_guidance_steps)  # fmt: skip
+        sigmas = flow_match_sigmas(settings.num_inference_steps, settings.shift)
+        with self.progress_bar(total=settings.num_inference_steps) as bar:
             model_fn = (guided_model_fn(None, guidance, predict_batched=predict_batched) if batch_passes
                         else guided_model_fn(predict, guidance))  # fmt: skip
             latents = sample_euler(model_fn, noise, sigmas, callback=lambda *_: bar.update())
-        frames = self.decode(latents)
-        self.maybe_free_model_hooks()
-        return FantasyTalkingOutput(
-            frames=frames, audio=waveform, sample_rate=audio_conditioner.sample_rate, fps=fps, settings=settings
-        )
+        return self.decode(latents)
 
     # ------------------------------------------------------------------ output
 

@@ -83,3 +83,13 @@ def test_correlation_edge_cases() -> None:
     assert M.lipsync_correlation([0, 1, 2], [0, 2, 4]) == pytest.approx(1.0)
     with pytest.raises(InputError):
         M.lipsync_correlation([0, 1], [0, 1, 2])
+
+
+def test_long_silences_keep_only_runs_longer_than_the_limit() -> None:
+    from fantasytalking.metrics.synthtalk import long_silences
+
+    # 10 fps: a 0.3 s limit keeps runs of 4+ frames (more than 3), drops the 3-frame pause.
+    silent = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1], dtype=bool)
+    expected = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=bool)
+    np.testing.assert_array_equal(long_silences(silent, fps=10, min_seconds=0.3), expected)
+    assert not long_silences(np.zeros(5, bool), fps=10).any()

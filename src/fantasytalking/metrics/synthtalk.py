@@ -46,6 +46,7 @@ __all__ = [
     "identity_error",
     "identity_features",
     "lipsync_correlation",
+    "long_silences",
     "motion_energy",
     "mouth_closed_fraction",
     "mouth_opening",
@@ -174,6 +175,25 @@ def mouth_closed_fraction(measured: np.ndarray, silent: np.ndarray) -> float:
     (1.0 when there is no silent frame)."""
     m = np.asarray(measured)[np.asarray(silent, dtype=bool)]
     return 1.0 if m.size == 0 else float((m < MOUTH_CLOSED_THRESHOLD).mean())
+
+
+def long_silences(silent: Sequence[bool] | np.ndarray, fps: float, min_seconds: float = 0.3) -> np.ndarray:
+    """The frames ``bool (N,)`` of silent runs (``silent``: bool ``(N,)``) lasting MORE than ``min_seconds``.
+
+    A run shorter than that is a pause inside speech, where co-articulation may keep the mouth moving.
+    """
+    silent = np.asarray(silent, dtype=bool).ravel()
+    out = np.zeros_like(silent)
+    longest = min_seconds * float(fps)
+    start = None
+    for i, s in enumerate([*silent.tolist(), False]):
+        if s and start is None:
+            start = i
+        elif not s and start is not None:
+            if i - start > longest:
+                out[start:i] = True
+            start = None
+    return out
 
 
 def identity_features(video: Any) -> np.ndarray:

@@ -96,6 +96,11 @@ class ObjectiveConfig:
     image_dropout_p: float = 0.1  # paper: image dropped with p = 0.1 (y and CLIP tokens set to zero)
     prompt_dropout_p: float = 0.1  # paper: prompt dropped with p = 0.1 (the empty prompt's embedding)
     sample_latents: bool = False  # VAE posterior sample instead of its mode for the clean latents
+    # Keep each clip's frozen encodes (VAE latents, first-frame condition y, CLIP tokens) after its first
+    # epoch (training/encode_cache.py): for small datasets on slow devices. cache_dir also keeps them on disk
+    # for later runs and the next stage. Latents are cached only as posterior modes (sample_latents false).
+    cache_encodes: bool = False
+    cache_dir: str | None = None
 
 
 @dataclass

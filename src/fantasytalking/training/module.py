@@ -28,6 +28,7 @@ resolved configuration and what :func:`~fantasytalking.training.export_checkpoin
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import re
@@ -59,6 +60,7 @@ from fantasytalking.training.config import (
     as_dict,
     coerce,
 )
+from fantasytalking.training.encode_cache import EncodeCache
 from fantasytalking.training.lora import inject_lora
 from fantasytalking.training.objective import (
     flow_matching_pair,
@@ -131,7 +133,8 @@ class FantasyTalkingModule(pl.LightningModule):
         trainable: what trains (:class:`TrainableConfig`).
         optim: AdamW and the LR schedule (:class:`OptimConfig`).
         seed: seed of every random draw of training (noise, sigma, dropout, lip-mask branch).
-        init_from: a training checkpoint to start from (stage two: a stage-one checkpoint); weights only.
+        init_from: a training checkpoint to start from (stage two: a stage-one checkpoint), weights only; or an
+            inference export (``.safetensors``, e.g. the shipped demo model) to fine-tune.
         init_from_ema: take ``init_from``'s EMA weights instead of its trained ones.
     """
 
@@ -189,6 +192,7 @@ class FantasyTalkingModule(pl.LightningModule):
         self.register_load_state_dict_post_hook(_accept_omitted_pretrained)
         self._frozen_device: torch.device | None = None
         self._empty_prompt: torch.Tensor | None = None
+        self._cache: EncodeCache | None = None
         if init_from is not None:
             self.load_weights(init_from, ema=init_from_ema)
 
@@ -391,13 +395,22 @@ class FantasyTalkingModule(pl.LightningModule):
         batch_size, _, num_frames = video.shape[:3]
         first = video[:, :, 0].to(device)  # (B, 3, H, W): the reference image is the clip's first frame
         with torch.no_grad():
-            if "latents" in batch:
-                latents = batch["latents"].to(device, torch.float32)  # (B, 16, F, h, w) cached
+            cached = self.cached_encodes(video)
+            if cached is not None:
+                latents, y, clip = (cached[k].to(device) for k in ("latents", "y", "clip"))
+                if self.objective_config.sample_latents and "latents" not in batch:  # only modes are cached
+                    latents = self.pipe.encode_video(video.to(device), sample=True, generator=generator).to(device)
             else:
-                latents = self.pipe.encode_video(video.to(device), sample=self.objective_config.sample_latents,
-                                                 generator=generator).to(device)  # fmt: skip
-            y = self.pipe.encode_condition(first, num_frames, device).float()  # (B, 20, F, h, w)
-            clip = self.pipe.encode_image(first, device, torch.float32)  # (B, S_img, image_dim)
+                if "latents" in batch:
+                    latents = batch["latents"].to(device, torch.float32)  # (B, 16, F, h, w) cached
+                else:
+                    latents = self.pipe.encode_video(video.to(device), sample=self.objective_config.sample_latents,
+                                                     generator=generator).to(device)  # fmt: skip
+                y = self.pipe.encode_condition(first, num_frames, device).float()  # (B, 20, F, h, w)
+                clip = self.pipe.encode_image(first, device, torch.float32)  # (B, S_img, image_dim)
+                self.store_encodes(video, latents, y, clip)
+            if "latents" in batch:
+                latents = batch["latents"].to(device, torch.float32)
         keep = self.draw_dropout(batch_size, generator)
         keep_image = keep["image"].to(device)
         y = y * keep_image.view(-1, 1, 1, 1, 1).to(y.dtype)  # dropped image: no frame given, zero latent
@@ -412,6 +425,33 @@ class FantasyTalkingModule(pl.LightningModule):
         branches, time_embedding = self.conditioning.to_backbone(conditions)
         return TrainingInputs(latents=latents, image_condition=y, image_tokens=clip, text=text, branches=branches,
                               time_embedding=time_embedding, num_frames=num_frames, keep=keep)  # fmt: skip
+
+    def _encode_cache(self) -> EncodeCache | None:
+        cfg = self.objective_config
+        if not cfg.cache_encodes:
+            return None
+        if self._cache is None:
+            salt = json.dumps(as_dict(self.backbone_config), sort_keys=True, default=str)
+            self._cache = EncodeCache(cfg.cache_dir, salt=salt)
+        return self._cache
+
+    def cached_encodes(self, video: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The cached ``latents (B, 16, F, h, w)``, ``y (B, 20, F, h, w)``, ``clip (B, S, D)`` of a batch of
+        clips ``(B, 3, N, H, W)``, or None unless every clip of the batch is cached (or caching is off)."""
+        cache = self._encode_cache()
+        if cache is None:
+            return None
+        entries = [cache.get(cache.key(v)) for v in video]
+        if any(e is None for e in entries):
+            return None
+        return {k: torch.stack([e[k] for e in entries]) for k in ("latents", "y", "clip")}  # type: ignore[index]
+
+    def store_encodes(self, video: torch.Tensor, latents: torch.Tensor, y: torch.Tensor, clip: torch.Tensor) -> None:
+        cache = self._encode_cache()
+        if cache is None:
+            return
+        for i, v in enumerate(video):
+            cache.put(cache.key(v), {"latents": latents[i].float(), "y": y[i].float(), "clip": clip[i].float()})
 
     # ------------------------------------------------------------------ loss
 
@@ -506,6 +546,9 @@ class FantasyTalkingModule(pl.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"init checkpoint {path} does not exist; give the stage-one checkpoint (.ckpt).")
+        if path.suffix == ".safetensors":
+            self._load_export(path)
+            return
         checkpoint = read_training_checkpoint(path)
         info = checkpoint["fantasytalking"]
         self._check_compatible(info, source=str(path))
@@ -528,6 +571,20 @@ class FantasyTalkingModule(pl.LightningModule):
         # Pretrained weights the init checkpoint changed (a fully fine-tuned backbone) are no longer the
         # weights folder's: keep them in this run's checkpoints.
         self._omitted_keys = self._omitted_keys - set(state)
+
+
+    def _load_export(self, path: Path) -> None:
+        """Initialise from an inference export (``conditioning.safetensors``, e.g. the shipped demo model):
+        strict, into this module's own conditioners; the stage keeps its own audio alignment mode."""
+        from fantasytalking.training.export import load_into_pipeline
+
+        mode = self.audio_conditioner.mode
+        try:
+            config = load_into_pipeline(self.pipe, path)
+        finally:
+            self.audio_conditioner.mode = mode
+        if config.get("backbone", {}).get("full"):  # a fully trained backbone: keep it in this run's checkpoints
+            self._omitted_keys = frozenset(k for k in self._omitted_keys if not k.startswith("transformer."))
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The embedded default: the trained ``demo`` model, shipped inside the package, and its bundled inputs.
+
+The demo model is FantasyTalking's architecture at a size that trains on a CPU (``training/presets.py``),
+trained with the project's two stages on SynthTalk (``docs/demo.md`` has the command, seed, data, wall
+time and loss curves). It knows SynthTalk's drawn faces only: on a photo it runs, but what it draws is
+not a talking version of that photo, and :func:`domain_note` says so.
+
+Files (``fantasytalking/assets/demo/``)::
+
+    model.safetensors   transformer + audio / face / motion conditioners (examples/finetune.py export)
+    vae/                the demo's AutoencoderKLWan (save_pretrained, with its latent statistics)
+    card.json           how it was trained: command, seed, data, wall time, clip length, held-out scores
+    portrait.png        a held-out SynthTalk identity (never seen in training)
+    speech.wav          a held-out SynthTalk sentence and voice, about 4 s
+
+Example::
+
+    from fantasytalking.demo import demo_inputs, load_demo
+    pipe = load_demo()
+    image, audio = demo_inputs()
+    pipe.save(pipe(image, audio, **pipe.demo_defaults), "demo.mp4")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fantasytalking.errors import InputError, WeightsError
+
+__all__ = ["DEMO_DIR", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction", "load_demo",
+           "make_demo_inputs"]
+
+#: Where the embedded default lives (inside the installed package).
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+
+#: Generation settings the demo was evaluated with (``docs/demo.md``); any can be overridden.
+DEMO_GENERATION: dict[str, Any] = {"num_inference_steps": 20, "max_edge": 96, "fps": 23, "max_frames": 121,
+                                   "prompt_cfg": 1.0, "audio_cfg": 4.5}  # fmt: skip
+
+#: Share of pixels in flat 3x3 neighbourhoods above which an image is taken for a drawn (SynthTalk-like) face.
+FLAT_THRESHOLD = 0.5
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise WeightsError(
+            f"the embedded demo model is incomplete: {path} ({what}) is missing; reinstall fantasytalking "
+            "(pip install --force-reinstall fantasytalking) or retrain it as docs/demo.md shows."
+        )
+    return path
+
+
+def demo_card(directory: str | Path | None = None) -> dict[str, Any]:
+    """The demo's ``card.json``: training command, seed, data, wall time, clip length, held-out scores."""
+    path = _need(Path(directory or DEMO_DIR) / "card.json", "its training card")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise WeightsError(f"{path} is not valid JSON ({err}); reinstall fantasytalking.") from None
+
+
+def demo_inputs(directory: str | Path | None = None) -> tuple[Path, Path]:
+    """The bundled SynthTalk portrait and speech (both held out from training)."""
+    root = Path(directory or DEMO_DIR)
+    return _need(root / "portrait.png", "the bundled portrait"), _need(root / "speech.wav", "the bundled speech")
+
+
+def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> Any:
+    """The trained demo pipeline (float32), with ``segment_frames`` = its training clip length.
+
+    ``pipe.demo_defaults`` holds the generation settings the held-out scores were measured with.
+    """
+    from fantasytalking.training.presets import demo_pipeline
+
+    root = Path(directory or DEMO_DIR)
+    card = demo_card(root)
+    model = _need(root / "model.safetensors", "the trained transformer and conditioners")
+    vae = _need(root / "vae" / "config.json", "the demo VAE").parent
+    pipe = demo_pipeline(vae, seed=int(card["seed"]), conditioning=model)
+    pipe.segment_frames = int(card["clip_frames"])
+    pipe.demo_defaults = {**DEMO_GENERATION, **card.get("generation", {})}
+    pipe.source_files[:] = [str(model), str(vae)]
+    return pipe.to(device)
+
+
+def flat_colour_fraction(image: Any) -> float:
+    """Share of pixels whose 3x3 neighbourhood is one colour (within 2 levels): ~0.6-0.9 for SynthTalk's
+    drawn faces, ~0.0-0.2 for photos (sensor noise and texture)."""
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.int16)  # (H, W, 3)
+    if rgb.ndim != 3 or min(rgb.shape[:2]) < 3:
+        raise InputError(f"expected an RGB image of at least 3x3 pixels, got shape {rgb.shape}")
+    center = rgb[1:-1, 1:-1]
+    flat = np.ones(center.shape[:2], dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = rgb[1 + dy : rgb.shape[0] - 1 + dy, 1 + dx : rgb.shape[1] - 1 + dx]
+            flat &= np.abs(shifted - center).max(axis=-1) <= 2
+    return float(flat.mean())
+
+
+def domain_note(image: Any) -> str | None:
+    """A console note when ``image`` does not look like a SynthTalk face (the demo's only domain), else None."""
+    fraction = flat_colour_fraction(image)
+    if fraction >= FLAT_THRESHOLD:
+        return None
+    return (
+        f"this image looks like a photo (only {fraction:.0%} flat-colour pixels): the demo model was trained on "
+        "SynthTalk's drawn faces only, so it will not animate this face faithfully; for photos use the real "
+        "FantasyTalking weights (docs/weights.md)."
+    )
+
+
+def make_demo_inputs(directory: str | Path, *, seed: int = 7, seconds: float = 4.0, size: int = 256,
+                     language: str = "en") -> dict[str, Any]:  # fmt: skip
+    """Write the bundled inputs: ``portrait.png`` (first frame) and ``speech.wav`` (16 kHz) of the first
+    held-out SynthTalk clip of ``seed`` whose speech fills at least 80% of ``seconds``; returns its description.
+
+    The held-out split's identities, sentences and voices are never seen in training.
+    """
+    import soundfile as sf
+    from PIL import Image
+
+    from fantasytalking.data.synthtalk import SynthConfig, make_clip
+
+    frames = round(seconds * 23 / 4) * 4 + 1
+    cfg = SynthConfig(size=size, num_frames=frames, fps=23.0, seed=seed, split="heldout", languages=(language,))
+    for index in range(64):
+        clip = make_clip(cfg, index)
+        if clip.column("speaking").mean() >= 0.8:
+            break
+    else:  # pragma: no cover - the bank has long sentences
+        raise InputError(f"no held-out {language} sentence of seed {seed} fills {seconds} s; try another seed")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(clip.frames[0]).save(out / "portrait.png")
+    sf.write(out / "speech.wav", clip.audio, 16000, subtype="PCM_16")
+    info = {k: clip.info[k] for k in ("split", "seed", "index", "identity_id", "language", "sentence", "voice",
+                                      "rate")}  # fmt: skip
+    return {**info, "seconds": round(len(clip.audio) / 16000, 3), "size": size}

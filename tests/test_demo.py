@@ -1,0 +1,131 @@
+"""The embedded default: the shipped demo model, its bundled inputs, `fantasytalking demo`, fine-tuning from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fantasytalking.cli import main
+from fantasytalking.demo import (
+    DEMO_DIR,
+    FLAT_THRESHOLD,
+    demo_card,
+    demo_inputs,
+    domain_note,
+    flat_colour_fraction,
+    load_demo,
+)
+from fantasytalking.errors import WeightsError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(2, previous))
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_demo()
+
+
+def test_bundled_files_are_complete_and_small():
+    card = demo_card()
+    for key in ("command", "seed", "data", "wall_time_s", "clip_frames", "size", "heldout"):
+        assert key in card, key
+    total = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
+    assert total <= 50 * 2**20, f"the embedded demo is {total / 2**20:.1f} MB, over the 50 MB budget"
+    image, audio = demo_inputs()
+    assert Image.open(image).size == (card["inputs"]["size"],) * 2
+    import soundfile as sf
+
+    info = sf.info(audio)
+    assert info.samplerate == 16000 and 3.5 <= info.duration <= 4.5
+
+
+def test_photo_is_out_of_domain_and_synthtalk_is_not():
+    from skimage import data
+
+    image, _ = demo_inputs()
+    assert flat_colour_fraction(Image.open(image)) >= FLAT_THRESHOLD
+    assert domain_note(Image.open(image)) is None
+    note = domain_note(data.astronaut())
+    assert note is not None and "docs/weights.md" in note and "\n" not in note
+
+
+def test_demo_model_loads_with_its_settings(pipe):
+    card = demo_card()
+    assert pipe.segment_frames == card["clip_frames"]
+    assert set(pipe.conditioning.names) == {"audio", "face", "motion"}
+    assert pipe.vae.config.latents_std != [1.0] * 16  # the trained VAE's statistics, not the random default
+
+
+def test_demo_generates_a_segmented_video_of_the_speech(pipe):
+    image, _ = demo_inputs()
+    t = np.arange(int(1.0 * 16000)) / 16000
+    speech = (0.3 * np.sin(2 * np.pi * 200 * t) * (t < 0.6)).astype(np.float32)
+    out = pipe(image, speech, **{**pipe.demo_defaults, "num_inference_steps": 2}, progress=False)
+    # 1.0 s at 23 fps -> int(23 // 4) * 4 + 5 = 25 frames, from 17-frame segments: 2 segments
+    assert out.frames.shape == (25, 96, 96, 3)
+    assert out.settings.segments == 2 and out.settings.segment_frames == pipe.segment_frames
+
+
+def test_cli_demo_writes_the_video_and_says_where(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--steps", "1", "--output", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert str(out.resolve()) in printed.out and out.is_file() and out.with_suffix(".json").is_file()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["segments"] >= 5  # ~4 s of speech in 17-frame segments
+    assert "note:" not in printed.err  # a SynthTalk portrait is in the demo's domain
+
+
+def test_cli_demo_on_a_photo_says_it_is_out_of_domain(tmp_path, capsys):
+    from skimage import data
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    out = tmp_path / "photo.mp4"
+    short = tmp_path / "short.wav"
+    import soundfile as sf
+
+    sf.write(short, np.zeros(8000, np.float32), 16000)
+    assert main(["demo", "--image", str(photo), "--audio", str(short), "--steps", "1", "--output", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "looks like a photo" in err and "docs/weights.md" in err
+
+
+def test_incomplete_demo_folder_names_the_missing_file(tmp_path, capsys):
+    broken = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        load_demo(broken)
+
+
+def test_training_can_start_from_the_shipped_model():
+    from fantasytalking.training import StageTwoLipRefiner
+
+    card = demo_card()
+    config = card["training_config"]
+    module = StageTwoLipRefiner(
+        backbone={"preset": "demo", "vae": str(DEMO_DIR / "vae"), "seed": card["seed"]},
+        face=config["face"], motion=config["motion"], trainable={"mode": "full"},
+        init_from=str(DEMO_DIR / "model.safetensors"),
+    )  # fmt: skip
+    assert module.audio_conditioner.mode == "frame"  # the stage's own alignment, not the file's
+    from fantasytalking.training.export import read_export
+
+    tensors, _ = read_export(DEMO_DIR / "model.safetensors")
+    own = module.transformer.transformer.state_dict()
+    key = next(k for k in tensors if k.startswith("backbone."))
+    torch.testing.assert_close(own[key.removeprefix("backbone.")], tensors[key])
