@@ -10,8 +10,10 @@ frame as the image, its audio as the speech). The clips are scored from their pi
 opening, mouth closed in silence, identity error against the reference frame, head motion, motion energy) and with
 :class:`fantasytalking.metrics.LandmarkLipSync` (dlib landmarks; no downloaded weights besides dlib's).
 
-Column analogues of Table 4 (FVD / Sync-C / Sync-D / IDC / SD): lip sync r ~ Sync-C, identity error ~ 1 - IDC,
-head motion and motion energy ~ SD (dynamics). No FVD: it needs the I3D file (``fantasytalking evaluate`` has it).
+Column analogues of Table 4 (FVD / Sync-C / Sync-D / IDC / SD): FVD (with ``--i3d i3d_torchscript.pt``; null with
+its reason otherwise: the file cannot be downloaded here), lip sync r ~ Sync-C, identity error ~ 1 - IDC, head motion
+and motion energy ~ SD (dynamics). The FVD is a small-sample one (a few dozen clips): comparable between rows of
+one run, not with published values.
 
 Quick mode (CI, CPU, a few minutes; the values of random tiny models trained a few steps are noise, only crashes
 count)::
@@ -105,6 +107,7 @@ def make_rows() -> list[Row]:
 
 #: Measures of one clip: name, higher is better (None: neither), markdown header.
 MEASURES: tuple[tuple[str, bool | None, str], ...] = (
+    ("fvd", False, "FVD ↓"),
     ("lipsync", True, "lip sync r (truth) ↑"),
     ("closed_in_silence", True, "closed in silence ↑"),
     ("landmark_lipsync", True, "landmark sync r ↑"),
@@ -146,7 +149,8 @@ def heldout_clips(heldout: Path, s: dict[str, Any]) -> list[dict[str, Any]]:
         arr = truth[key][0]
         opening = arr[:, TRUTH_COLUMNS.index("open")]
         speaking = arr[:, TRUTH_COLUMNS.index("speaking")]
-        out.append({"key": key, "image": frame, "audio": batch["audio"][0].numpy().astype(np.float32),
+        real = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # (F, H, W, 3)
+        out.append({"key": key, "image": frame, "audio": batch["audio"][0].numpy().astype(np.float32), "video": real,
                     "landmarks": batch["landmarks"][0, 0].numpy(), "truth_open": opening,
                     "silent": speaking <= 0})  # fmt: skip
     return sorted(out, key=lambda c: c["key"])
@@ -270,9 +274,33 @@ class Scorer:
         return values, reasons
 
 
+def row_fvd(pairs: list[tuple[np.ndarray, np.ndarray]], i3d: str | None) -> float:
+    """FVD between a row's generated videos and the held-out clips they were made for (I3D by path).
+
+    With a few dozen clips this is a small-sample FVD: comparable between rows of one run, not with papers.
+    """
+    import torch
+
+    from fantasytalking.metrics import FVD
+
+    if not i3d:
+        raise RuntimeError("no I3D file: pass --i3d i3d_torchscript.pt (docs/evaluation.md names the file)")
+    if not pairs:
+        raise RuntimeError("no generated clip")
+    metric = FVD(i3d_weights=i3d)
+    for fake, real in pairs:
+        n = min(len(fake), len(real))
+        for frames, is_real in ((fake[:n], False), (real[:n], True)):
+            video = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 255.0
+            metric.update(video, real=is_real)  # (1, 3, F, H, W) in [0, 1]
+    return float(metric.compute())
+
+
 def summarise(row: Row) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, _, _ in MEASURES:
+        if name == "fvd":  # a distribution distance: one value per row (generate_rows), not a mean over clips
+            continue
         vals = [c["measures"][name] for c in row.clips if c.get("measures", {}).get(name) is not None]
         out[name] = float(np.mean(vals)) if vals else None
         out[f"{name}_n"] = len(vals)
@@ -315,6 +343,7 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
             row.summary = summarise(row)
             continue
         has_motion = "motion" in pipe.conditioning
+        generated: list[tuple[np.ndarray, np.ndarray]] = []
         for clip in clips:
             entry: dict[str, Any] = {"key": clip["key"]}
             kwargs: dict[str, Any] = dict(num_inference_steps=steps, max_edge=s["size"], fps=int(s["fps"]),
@@ -335,7 +364,12 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
             entry["frames"] = int(out.frames.shape[0])
             entry["measures"], entry["reasons"] = scorer.score(out.frames, clip, float(out.fps))
             row.clips.append(entry)
+            generated.append((out.frames, clip["video"]))
         row.summary = summarise(row)
+        row.summary["fvd"], why = guarded(lambda g=generated: row_fvd(g, s.get("i3d")))
+        row.summary["fvd_n"] = len(generated)
+        if why:
+            row.summary["fvd_null_reason"] = why
         row.summary["seconds"] = round(time.perf_counter() - start, 2)
         print(f"generated {row.name}: {len(clips)} clip(s) in {row.summary['seconds']:.1f} s", flush=True)
         del pipe
@@ -422,11 +456,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument("--jobs", type=int, default=None, help="training runs at once (default: 2 on CPU, 1 on GPU)")
     parser.add_argument("--train-arg", action="append", default=[], help="extra flag for every training run")
+    parser.add_argument("--i3d", default=None, help="i3d_torchscript.pt for the FVD column (null without it)")
     for key, value in QUICK.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
                             help=f"quick: {value}, full: {FULL[key]}")  # fmt: skip
     args = parser.parse_args(argv)
     settings = dict(FULL if args.full else QUICK)
+    settings["i3d"] = args.i3d
     for key in QUICK:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)

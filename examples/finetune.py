@@ -145,16 +145,33 @@ def run_quickstart(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=10, help="training steps of each stage")
     parser.add_argument("--sample-steps", type=int, default=10, help="sampling steps of the sample video")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the SynthTalk data and of training")
+    parser.add_argument("--demo-dir", type=Path, default=None, help="demo model folder (default: the packaged one)")
     known = parser.parse_args(argv)
 
     from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
     from fantasytalking.demo import DEMO_DIR, demo_card
 
+    def demo_dir_file(directory: Path | None, name: str) -> Path:
+        from fantasytalking.errors import WeightsError
+
+        path = Path(directory or DEMO_DIR) / name
+        if not path.is_file():
+            raise WeightsError(f"no demo model at {path}: train and package one (docs/demo.md) or give --demo-dir")
+        return path
+
+    from fantasytalking.errors import FantasyTalkingError
+
     root = Path(known.root or f"runs/quickstart/{dt.datetime.now():%Y%m%d-%H%M%S}")
     if root.exists() and any(root.iterdir()):
         print(f"error: {root} is not empty; give another --root", file=sys.stderr)
         return 2
-    card = demo_card()
+    try:
+        card = demo_card(known.demo_dir)
+        model = demo_dir_file(known.demo_dir, "model.safetensors")
+    except FantasyTalkingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    vae_dir = model.parent / "vae"
     frames, size = int(card["clip_frames"]), int(card["size"])
     print(f"1/4 SynthTalk: {known.clips} clips of {frames} frames at {size} px -> {root / 'shards'}", flush=True)
     print(write_synthtalk(SynthConfig(out_dir=root / "shards", clips=known.clips, size=size, num_frames=frames,
@@ -164,7 +181,7 @@ def run_quickstart(argv: list[str]) -> int:
         "--data.init_args.shards", str(root / "shards"),
         "--data.init_args.batch_size", "2",
         "--data.init_args.shuffle_buffer", "8",
-        "--model.init_args.backbone.vae", str(DEMO_DIR / "vae"),
+        "--model.init_args.backbone.vae", str(vae_dir),
         "--model.init_args.backbone.seed", str(card["seed"]),
         "--model.init_args.objective.cache_dir", str(root / "encode-cache"),
         "--model.init_args.optim.lr", "5e-5",          # fine-tuning a trained model: a tenth of the demo's
@@ -174,7 +191,7 @@ def run_quickstart(argv: list[str]) -> int:
         "--seed_everything", str(known.seed),
     ]  # fmt: skip
     stages = [
-        ("2/4 stage one (clip-level), from the shipped demo model", "stage1.yaml", str(DEMO_DIR / "model.safetensors")),
+        ("2/4 stage one (clip-level), from the demo model", "stage1.yaml", str(model)),
         ("3/4 stage two (frame-level + lip mask), from stage one", "stage2.yaml", str(root / "stage1" / "final.ckpt")),
     ]
     for (title, config, init), name in zip(stages, ("stage1", "stage2")):
@@ -195,7 +212,7 @@ def run_quickstart(argv: list[str]) -> int:
     from fantasytalking.training.presets import demo_pipeline
 
     clip = make_clip(SynthConfig(size=size, num_frames=4 * frames - 3, seed=known.seed, split="heldout"), 0)
-    pipe = demo_pipeline(DEMO_DIR / "vae", seed=int(card["seed"]), conditioning=root / "stage2" / "conditioning.safetensors")
+    pipe = demo_pipeline(vae_dir, seed=int(card["seed"]), conditioning=root / "stage2" / "conditioning.safetensors")
     pipe.segment_frames = frames
     landmarks = clip.landmarks[0]
     # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
@@ -221,7 +238,7 @@ def run_quickstart(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    quickstart_options = ("--root", "--clips", "--steps", "--sample-steps", "--seed")
+    quickstart_options = ("--root", "--clips", "--steps", "--sample-steps", "--seed", "--demo-dir")
     if not args or args[0].split("=")[0] in quickstart_options:
         return run_quickstart(args)
     if args[:1] == ["stages"]:

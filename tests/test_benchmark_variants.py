@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fantasytalking.data.synthtalk import espeak_available
 
@@ -25,12 +26,40 @@ ROWS = [
 MEASURES = ["lipsync", "closed_in_silence", "landmark_lipsync", "identity_error", "head_motion", "motion_energy"]
 
 
+class _FakeI3D(torch.nn.Module):
+    """The TorchScript I3D's interface: (K, 3, T, 224, 224) in [-1, 1] -> (K, 400) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 4 * 4, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = True, return_features: bool = True):
+        pooled = torch.nn.functional.adaptive_avg_pool3d(x, (1, 4, 4)).flatten(1)  # (K, 48)
+        return self.proj(pooled)
+
+
+def fake_i3d(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.jit.script(_FakeI3D()).save(str(path))
+    return path
+
+
+def test_fvd_column_without_i3d_is_null_with_the_file_to_fetch():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import variants
+
+    with pytest.raises(RuntimeError, match=r"i3d_torchscript\.pt"):
+        variants.row_fvd([], None)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not espeak_available(), reason="libespeak-ng1 is not installed (SynthTalk speech)")
 def test_variants_quick_smallest(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    i3d = fake_i3d(tmp_path / "i3d.pt")
     command = [sys.executable, str(ROOT / "benchmarks" / "variants.py"), "--out", str(tmp_path / "results"),
-               "--train-clips", "2", "--heldout-clips", "1", "--train-steps", "1", "--steps", "2"]  # fmt: skip
+               "--train-clips", "2", "--heldout-clips", "1", "--train-steps", "1", "--steps", "2",
+               "--i3d", str(i3d)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -50,7 +79,11 @@ def test_variants_quick_smallest(tmp_path):
             assert name in clip["measures"]
             assert clip["measures"][name] is not None or clip["reasons"][name]
 
+        # FVD: one value per row, between the row's videos and the held-out clips (a stand-in I3D here).
+        assert row["summary"]["fvd"] is not None and row["summary"]["fvd"] >= 0, row["summary"]
+
     table = json_path.with_suffix(".md").read_text()
+    assert "FVD ↓" in table
     assert "| variant |" in table and report["commit"] in table
     for name in ROWS:
         assert f"| {name} |" in table

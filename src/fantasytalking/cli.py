@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         "no download, CPU. Defaults: the bundled held-out portrait and ~4 s of speech.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    demo.add_argument("--demo-dir", type=Path, default=None,
+                      help="a packaged demo model folder (default: the one shipped in the package; see docs/demo.md)")
     demo.add_argument("--image", type=Path, default=None, help="portrait (default: the bundled SynthTalk face)")
     demo.add_argument("--audio", type=Path, default=None, help="speech (default: the bundled sentence)")
     demo.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"), help="mp4 to write")
@@ -200,14 +202,14 @@ def _demo(args: argparse.Namespace) -> Path:
     from fantasytalking.demo import demo_inputs, domain_note, load_demo
 
     ftio.check_output_path(args.output, overwrite=args.overwrite)
-    bundled_image, bundled_audio = demo_inputs()
+    bundled_image, bundled_audio = demo_inputs(args.demo_dir)
     image = ftio.load_image(args.image or bundled_image)
     ftio.load_audio(args.audio or bundled_audio)
     note = domain_note(image)
     if note:
         print(f"note: {note}", file=sys.stderr)
     start = time.perf_counter()
-    pipe = load_demo()
+    pipe = load_demo(args.demo_dir)
     settings = dict(pipe.demo_defaults)
     if args.steps is not None:
         if args.steps < 1:

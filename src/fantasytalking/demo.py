@@ -48,8 +48,8 @@ FLAT_THRESHOLD = 0.5
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         raise WeightsError(
-            f"the embedded demo model is incomplete: {path} ({what}) is missing; reinstall fantasytalking "
-            "(pip install --force-reinstall fantasytalking) or retrain it as docs/demo.md shows."
+            f"the demo model folder lacks {path.name} ({what}) at {path}; train and package it "
+            "(bash examples/train_demo.sh && python examples/package_demo.py, docs/demo.md) or give --demo-dir."
         )
     return path
 

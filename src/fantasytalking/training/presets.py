@@ -70,7 +70,8 @@ DEMO_DIT: dict[str, Any] = {
     "added_kv_proj_dim": 256,  # = D
     "rope_max_seq_len": 1024,
 }
-#: Wan2.1's VAE structure (z 16, stride 4x8x8, 4 stages of 2 residual blocks) with 16 base channels.
+#: Wan's VAE structure (z 16, stride 4x8x8, 4 stages of 2 residual blocks) with 16 base channels and Wan2.2's
+#: residual resampling blocks.
 DEMO_VAE: dict[str, Any] = {
     "base_dim": 16,
     "z_dim": 16,
@@ -78,6 +79,10 @@ DEMO_VAE: dict[str, Any] = {
     "num_res_blocks": 2,
     "attn_scales": [],
     "temperal_downsample": [False, True, True],
+    # Wan2.2's residual down / up blocks (parameter-free space-to-depth / depth-to-space shortcuts around each
+    # resampling): from scratch the Wan2.1 blocks stay near the constant output for hundreds of CPU steps
+    # (docs/design.md); the shortcuts carry the image through the bottleneck from the first step.
+    "is_residual": True,
     # A random (untrained) VAE has no dataset statistics: identity normalisation.
     "latents_mean": [0.0] * 16,
     "latents_std": [1.0] * 16,

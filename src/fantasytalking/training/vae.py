@@ -35,13 +35,38 @@ import torch
 
 from fantasytalking.errors import InputError
 
-__all__ = ["WanVAETrainer", "latent_statistics"]
+__all__ = ["WanVAETrainer", "decode_unclamped", "latent_statistics"]
 
 
 def _default_vae_config() -> dict[str, Any]:
     from fantasytalking.training.presets import DEMO_VAE
 
     return copy.deepcopy(DEMO_VAE)
+
+
+def decode_unclamped(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """``AutoencoderKLWan`` decoding WITHOUT the final ``clamp(-1, 1)`` of diffusers' ``_decode``.
+
+    Training needs it: the clamp has zero gradient wherever the output leaves ``[-1, 1]``, and a random
+    decoder's outputs mostly do, so a VAE trained through ``vae.decode`` stalls at the mean colour. The
+    steps are diffusers' own (``post_quant_conv``, then the causal decoder one latent frame at a time with
+    its feature cache, then ``unpatchify``); ``decode_unclamped(vae, z).clamp(-1, 1) == vae.decode(z).sample``
+    (tested). ``z``: ``(B, z_dim, F, h, w)`` -> ``(B, 3, N, H, W)``.
+    """
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(x.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                  first_chunk=i == 0))  # fmt: skip
+    out = torch.cat(frames, dim=2)
+    if vae.config.patch_size is not None:
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        out = unpatchify(out, patch_size=vae.config.patch_size)
+    vae.clear_cache()
+    return out
 
 
 @torch.no_grad()
@@ -137,7 +162,7 @@ class WanVAETrainer(pl.LightningModule):
             z = posterior.mean + posterior.std * noise
         else:
             z = posterior.mean
-        recon = self.vae.decode(z).sample  # (B, 3, N, H, W)
+        recon = decode_unclamped(self.vae, z)  # (B, 3, N, H, W); vae.decode's clamp would stop the gradient
         l1 = (recon - x).abs().mean()
         mse = (recon - x).square().mean()
         kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar).mean()
@@ -222,27 +247,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fantasytalking.training.vae", description=main.__doc__)
     parser.add_argument("--shards", required=True, help="clip shards (a folder, glob or .tar)")
     parser.add_argument("--out", required=True, help="export folder (AutoencoderKLWan.save_pretrained)")
-    parser.add_argument("--steps", type=int, default=1000, help="~1 h on 2 CPU cores at 96 px")
+    parser.add_argument("--steps", type=int, default=500, help="~25 min on 2 CPU cores at 96 px")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-frames", type=int, default=17, help="frames per clip (4k+1)")
-    parser.add_argument("--single-frame-prob", type=float, default=0.5, help="share of single-frame steps")
+    parser.add_argument("--single-frame-prob", type=float, default=0.75, help="share of single-frame steps")
     parser.add_argument("--frames-per-clip", type=int, default=4, help="frames per clip in a single-frame step")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=2e-4, help="3e-4 and above collapse to a constant output")
     parser.add_argument("--kl-weight", type=float, default=1e-4)
+    parser.add_argument("--mse-weight", type=float, default=1.0, help="weight of the squared error beside L1")
+    parser.add_argument("--posterior", choices=("sample", "mode"), default="mode",
+                        help="decode a posterior sample (KL-VAE) or its mode (faster to learn from scratch)")
     parser.add_argument("--stats-batches", type=int, default=8, help="batches for the latent statistics")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--root", default=None, help="Lightning log / checkpoint folder (default: OUT/train)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="keep a checkpoint every N steps")
+    parser.add_argument("--export-from", default=None,
+                        help="no training: export this checkpoint (e.g. an interrupted run's last.ckpt) to --out")  # fmt: skip
     args = parser.parse_args(argv)
 
     pl.seed_everything(args.seed)
     datamodule = TalkingClipDataModule(args.shards, batch_size=args.batch_size, num_frames=args.num_frames,
                                        fields=("video",), seed=args.seed)  # fmt: skip
-    module = WanVAETrainer(lr=args.lr, kl_weight=args.kl_weight, single_frame_prob=args.single_frame_prob,
-                           frames_per_clip=args.frames_per_clip, seed=args.seed)  # fmt: skip
+    if args.export_from is not None:
+        module = WanVAETrainer.load_from_checkpoint(args.export_from, map_location="cpu")
+        out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
+        print(f"VAE of {args.export_from} written to {out}")
+        return 0
+    module = WanVAETrainer(lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
+                           single_frame_prob=args.single_frame_prob, frames_per_clip=args.frames_per_clip,
+                           sample_posterior=args.posterior == "sample", seed=args.seed)  # fmt: skip
     trainer = pl.Trainer(max_steps=args.steps, accelerator=args.accelerator, devices=1, log_every_n_steps=10,
                          default_root_dir=args.root or str(Path(args.out) / "train"), limit_val_batches=0,
-                         enable_progress_bar=False, gradient_clip_val=1.0)  # fmt: skip
+                         enable_progress_bar=False, gradient_clip_val=1.0,
+                         callbacks=[pl.callbacks.ModelCheckpoint(every_n_train_steps=args.checkpoint_every,
+                                                                 save_last=True, save_top_k=-1)])  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
     print(f"VAE written to {out} (latents_mean / latents_std from {args.stats_batches} batches)")
