@@ -287,7 +287,10 @@ def row_fvd(pairs: list[tuple[np.ndarray, np.ndarray]], i3d: str | None) -> floa
         raise RuntimeError("no I3D file: pass --i3d i3d_torchscript.pt (docs/evaluation.md names the file)")
     if not pairs:
         raise RuntimeError("no generated clip")
-    metric = FVD(i3d_weights=i3d)
+    shortest = min(min(len(f), len(r)) for f, r in pairs)
+    # 16-frame clips as usual; shorter videos (quick mode) are cut in two so each side has >= 2 samples.
+    clip = 16 if len(pairs) * (shortest // 16) >= 2 else max(shortest // 2, 1)
+    metric = FVD(i3d_weights=i3d, clip_frames=clip)
     for fake, real in pairs:
         n = min(len(fake), len(real))
         for frames, is_real in ((fake[:n], False), (real[:n], True)):
