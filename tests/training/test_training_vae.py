@@ -111,3 +111,33 @@ def test_default_lr_learns_input_dependent_reconstructions() -> None:
     with torch.no_grad():
         recon = decode_unclamped(module.vae, module.vae.encode(held_out).latent_dist.mode())
     assert float((recon - held_out).abs().mean()) < 0.9 * constant
+
+
+@pytest.mark.slow
+def test_command_line_trains_exports_resumes_and_refuses_a_mismatched_init(tmp_path) -> None:
+    from diffusers import AutoencoderKLWan
+
+    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, write_synthtalk
+    from fantasytalking.training.presets import DEMO_VAE
+    from fantasytalking.training.vae import main
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
+    shards = tmp_path / "shards"
+    write_synthtalk(SynthConfig(out_dir=shards, clips=4, size=32, num_frames=5, seed=0))
+    common = ["--shards", str(shards), "--batch-size", "2", "--num-frames", "5", "--stats-batches", "1",
+              "--accelerator", "cpu"]  # fmt: skip
+    out = tmp_path / "vae"
+    assert main([*common, "--out", str(out), "--steps", "2", "--checkpoint-every", "1"]) == 0
+    assert AutoencoderKLWan.from_pretrained(str(out)).config.is_residual
+    last = next((out / "train").rglob("last.ckpt"))
+    again = tmp_path / "vae-again"
+    assert main([*common, "--out", str(again), "--export-from", str(last)]) == 0
+    for a, b in zip(AutoencoderKLWan.from_pretrained(str(out)).state_dict().values(),
+                    AutoencoderKLWan.from_pretrained(str(again)).state_dict().values()):  # fmt: skip
+        torch.testing.assert_close(a, b)
+    assert main([*common, "--out", str(tmp_path / "more"), "--steps", "1", "--init-from", str(out)]) == 0
+    other = tmp_path / "wan21"
+    AutoencoderKLWan(**{**DEMO_VAE, "is_residual": False}).save_pretrained(str(other))
+    with pytest.raises(InputError, match="does not fit the demo VAE"):
+        main([*common, "--out", str(tmp_path / "bad"), "--steps", "1", "--init-from", str(other)])

@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--root", default=None, help="Lightning log / checkpoint folder (default: OUT/train)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="keep a checkpoint every N steps")
+    parser.add_argument("--init-from", default=None,
+                        help="start from the weights of an exported VAE folder (e.g. a partly trained one); "
+                        "its structure must match the demo preset's")  # fmt: skip
     parser.add_argument("--export-from", default=None,
                         help="no training: export this checkpoint (e.g. an interrupted run's last.ckpt) to --out")  # fmt: skip
     args = parser.parse_args(argv)
@@ -277,6 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     module = WanVAETrainer(lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
                            single_frame_prob=args.single_frame_prob, frames_per_clip=args.frames_per_clip,
                            sample_posterior=args.posterior == "sample", seed=args.seed)  # fmt: skip
+    if args.init_from is not None:
+        from diffusers import AutoencoderKLWan
+
+        start = AutoencoderKLWan.from_pretrained(args.init_from, torch_dtype=torch.float32)
+        try:
+            module.vae.load_state_dict(start.state_dict(), strict=True)
+        except RuntimeError as err:
+            first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+            raise InputError(f"{args.init_from} does not fit the demo VAE ({first}); give a VAE exported by this "
+                             "trainer with the same settings.") from None  # fmt: skip
     trainer = pl.Trainer(max_steps=args.steps, accelerator=args.accelerator, devices=1, log_every_n_steps=10,
                          default_root_dir=args.root or str(Path(args.out) / "train"), limit_val_batches=0,
                          enable_progress_bar=False, gradient_clip_val=1.0,
