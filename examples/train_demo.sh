@@ -13,9 +13,11 @@ mkdir -p "$RUN"
 [ -d shards/synthtalk ] || fantasytalking synth --out shards/synthtalk --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 --quiet
 [ -d shards/synthtalk-heldout ] || fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 --seed 1 --split heldout --quiet
 
-# 2. The VAE: 500 steps of batch 4 (75% single-frame steps of 4 frames a clip), L1 + MSE on posterior modes,
-#    exported with its latent statistics (lr 3e-4 and above collapse to a constant output: docs/design.md).
-$PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae" --steps 500 --lr 2e-4 \
+# 2. The VAE: batch 4 (75% single-frame steps of 4 frames a clip), L1 + MSE on posterior modes, exported with its
+#    latent statistics (lr 3e-4 and above collapse to a constant output: docs/design.md). 800 steps reached 17 dB on
+#    held-out clips without a mouth (docs/demo.md); give it more, or add --init-from src/fantasytalking/assets/demo/vae
+#    to continue the partly trained one.
+$PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae" --steps 2500 --lr 2e-4 \
     --single-frame-prob 0.75 --mse-weight 1.0 --posterior mode --seed 0 --accelerator cpu
 
 # 3. Stage one (clip-level audio), then stage two (frame-level audio + lip mask) from stage one's weights.

@@ -77,8 +77,8 @@ def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> An
     from fantasytalking.training.presets import demo_pipeline
 
     root = Path(directory or DEMO_DIR)
-    card = demo_card(root)
     model = _need(root / "model.safetensors", "the trained transformer and conditioners")
+    card = demo_card(root)
     vae = _need(root / "vae" / "config.json", "the demo VAE").parent
     pipe = demo_pipeline(vae, seed=int(card["seed"]), conditioning=model)
     pipe.segment_frames = int(card["clip_frames"])
