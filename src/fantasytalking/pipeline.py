@@ -385,8 +385,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         device = self._execution_device
         self.set_progress_bar_config(disable=not progress)
         segment = self.resolve_segment_frames(segment_frames)
+        text = self.encode_prompt([prompt, negative_prompt], device, self.transformer.transformer.dtype)  # (2, L, D)
         if segment is None or settings.num_frames <= segment:
-            frames = self.sample_clip(image_tensor, waveform, settings.num_frames, identity_motion, settings,
+            frames = self.sample_clip(image_tensor, waveform, settings.num_frames, identity_motion, text, settings,
                                       seed=seed, batch_passes=batch_passes, device=device)  # fmt: skip
         else:
             # Segments of `segment` frames; each starts from the previous one's last frame (pixels), so
@@ -405,7 +406,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 piece = waveform[a0:a1]
                 if len(piece) < a1 - a0:  # past the end of the speech: silence
                     piece = np.pad(piece, (0, a1 - a0 - len(piece)))
-                clip = self.sample_clip(first, piece, segment, identity_motion, settings, seed=seed + k,
+                clip = self.sample_clip(first, piece, segment, identity_motion, text, settings, seed=seed + k,
                                         batch_passes=batch_passes, device=device)  # fmt: skip
                 pieces.append(clip if k == 0 else clip[1:])
                 first = torch.from_numpy(clip[-1]).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W)
@@ -433,6 +434,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         waveform: np.ndarray,
         num_frames: int,
         identity_motion: dict[str, dict[str, Any]],
+        text: torch.Tensor,
         settings: GenerationSettings,
         *,
         seed: int,
@@ -440,7 +442,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         device: torch.device,
     ) -> np.ndarray:
         """One clip of ``num_frames`` frames from a first frame ``(1, 3, H, W)`` in ``[-1, 1]`` and its speech
-        (``num_frames / fps`` seconds, 16 kHz): the dual-guidance Euler sampler -> ``uint8 (N, H, W, 3)``."""
+        (``num_frames / fps`` seconds, 16 kHz) and the encoded ``[prompt, negative prompt]`` ``(2, L, D)``: the
+        dual-guidance Euler sampler -> ``uint8 (N, H, W, 3)``."""
         dtype = self.transformer.transformer.dtype
         inputs: dict[str, dict[str, Any]] = {"audio": {"waveform": waveform, "num_frames": num_frames}}
         inputs.update(identity_motion)
@@ -448,7 +451,6 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         # Conditions shared by every pass: image latents + CLIP tokens.
         y = self.encode_condition(image_tensor.to(device), num_frames, device).to(dtype)  # (1, 20, F, h, w)
         image_embeds = self.encode_image(image_tensor.to(device), device, dtype)  # (1, S_img, image_dim)
-        text = self.encode_prompt([settings.prompt, settings.negative_prompt], device, dtype)  # (2, L, text_dim)
         text_pos, text_neg = text[:1], text[1:]
 
         conditions = self.conditioning(inputs)

@@ -56,3 +56,13 @@ def test_damaged_entry_is_recomputed(tmp_path):
     cache.put(key, {"latents": torch.ones(2)})
     assert torch.equal(EncodeCache(tmp_path).get(key)["latents"], torch.ones(2))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cache_refuses_posterior_samples():
+    import pytest
+
+    from fantasytalking.errors import InputError
+
+    module = tiny_module(objective={"cache_encodes": True, "sample_latents": True})
+    with pytest.raises(InputError, match="sample_latents"):
+        _loss(module, synthetic_batch(1))

@@ -98,7 +98,7 @@ class ObjectiveConfig:
     sample_latents: bool = False  # VAE posterior sample instead of its mode for the clean latents
     # Keep each clip's frozen encodes (VAE latents, first-frame condition y, CLIP tokens) after its first
     # epoch (training/encode_cache.py): for small datasets on slow devices. cache_dir also keeps them on disk
-    # for later runs and the next stage. Latents are cached only as posterior modes (sample_latents false).
+    # for later runs and the next stage. Posterior modes only: not with sample_latents.
     cache_encodes: bool = False
     cache_dir: str | None = None
 

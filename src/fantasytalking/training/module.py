@@ -395,22 +395,19 @@ class FantasyTalkingModule(pl.LightningModule):
         batch_size, _, num_frames = video.shape[:3]
         first = video[:, :, 0].to(device)  # (B, 3, H, W): the reference image is the clip's first frame
         with torch.no_grad():
-            cached = self.cached_encodes(video)
+            keys = self.encode_keys(video)
+            cached = self.cached_encodes(keys)
             if cached is not None:
                 latents, y, clip = (cached[k].to(device) for k in ("latents", "y", "clip"))
-                if self.objective_config.sample_latents and "latents" not in batch:  # only modes are cached
-                    latents = self.pipe.encode_video(video.to(device), sample=True, generator=generator).to(device)
             else:
                 if "latents" in batch:
-                    latents = batch["latents"].to(device, torch.float32)  # (B, 16, F, h, w) cached
+                    latents = batch["latents"].to(device, torch.float32)  # (B, 16, F, h, w) cached in the shards
                 else:
                     latents = self.pipe.encode_video(video.to(device), sample=self.objective_config.sample_latents,
                                                      generator=generator).to(device)  # fmt: skip
                 y = self.pipe.encode_condition(first, num_frames, device).float()  # (B, 20, F, h, w)
                 clip = self.pipe.encode_image(first, device, torch.float32)  # (B, S_img, image_dim)
-                self.store_encodes(video, latents, y, clip)
-            if "latents" in batch:
-                latents = batch["latents"].to(device, torch.float32)
+                self.store_encodes(keys, latents, y, clip)
         keep = self.draw_dropout(batch_size, generator)
         keep_image = keep["image"].to(device)
         y = y * keep_image.view(-1, 1, 1, 1, 1).to(y.dtype)  # dropped image: no frame given, zero latent
@@ -430,28 +427,35 @@ class FantasyTalkingModule(pl.LightningModule):
         cfg = self.objective_config
         if not cfg.cache_encodes:
             return None
+        if cfg.sample_latents:  # a cached posterior sample would be the same draw every epoch
+            raise InputError("objective.cache_encodes keeps posterior modes; set sample_latents: false to use it.")
         if self._cache is None:
             salt = json.dumps(as_dict(self.backbone_config), sort_keys=True, default=str)
             self._cache = EncodeCache(cfg.cache_dir, salt=salt)
         return self._cache
 
-    def cached_encodes(self, video: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """The cached ``latents (B, 16, F, h, w)``, ``y (B, 20, F, h, w)``, ``clip (B, S, D)`` of a batch of
-        clips ``(B, 3, N, H, W)``, or None unless every clip of the batch is cached (or caching is off)."""
+    def encode_keys(self, video: torch.Tensor) -> list[str] | None:
+        """Cache keys of a batch of clips ``(B, 3, N, H, W)``, or None when caching is off."""
         cache = self._encode_cache()
-        if cache is None:
+        return None if cache is None else [cache.key(v) for v in video]
+
+    def cached_encodes(self, keys: list[str] | None) -> dict[str, torch.Tensor] | None:
+        """The cached ``latents (B, 16, F, h, w)``, ``y (B, 20, F, h, w)``, ``clip (B, S, D)`` of a batch, or None
+        unless every clip of the batch is cached."""
+        if keys is None:
             return None
-        entries = [cache.get(cache.key(v)) for v in video]
+        cache = self._encode_cache()
+        entries = [cache.get(k) for k in keys]  # type: ignore[union-attr]
         if any(e is None for e in entries):
             return None
         return {k: torch.stack([e[k] for e in entries]) for k in ("latents", "y", "clip")}  # type: ignore[index]
 
-    def store_encodes(self, video: torch.Tensor, latents: torch.Tensor, y: torch.Tensor, clip: torch.Tensor) -> None:
-        cache = self._encode_cache()
-        if cache is None:
+    def store_encodes(self, keys: list[str] | None, latents: torch.Tensor, y: torch.Tensor, clip: torch.Tensor) -> None:
+        if keys is None:
             return
-        for i, v in enumerate(video):
-            cache.put(cache.key(v), {"latents": latents[i].float(), "y": y[i].float(), "clip": clip[i].float()})
+        cache = self._encode_cache()
+        for i, key in enumerate(keys):
+            cache.put(key, {"latents": latents[i].float(), "y": y[i].float(), "clip": clip[i].float()})  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ loss
 
