@@ -130,6 +130,11 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         # Wan VAE: 2x per down stage in space, 2x per temporal down stage in time (8 and 4 for Wan2.1).
         self.vae_scale_factor_spatial = 2 ** len(vae.config.temperal_downsample)
         self.vae_scale_factor_temporal = 2 ** sum(vae.config.temperal_downsample)
+        stride = getattr(conditioning["audio"], "temporal_stride", self.vae_scale_factor_temporal)
+        if stride != self.vae_scale_factor_temporal:
+            raise ValueError(f"the audio conditioner makes windows for {stride} video frames per latent frame, the VAE "
+                             f"packs {self.vae_scale_factor_temporal}; build it with temporal_stride="
+                             f"{self.vae_scale_factor_temporal}.")  # fmt: skip
         self.source_files: list[str] = []  # weight files used (recorded in the sidecar)
         #: Default clip length of segmented generation (None: one clip, as the release); weights trained on
         #: short clips (the demo: 17 frames) set it so long speech is made of clips of the trained length.
@@ -232,7 +237,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         mean, std = self._latents_stats(latent.device)
         latent = ((latent - mean) / std).to(device)
         frames = latent.shape[2]
-        # The first video frame is given: mask 1 on latent frame 0 (all 4 of its frames), 0 elsewhere.
+        # The first video frame is given: mask 1 on latent frame 0 (all its video frames: 4 for Wan), 0 elsewhere.
         mask = latent.new_zeros(batch, self.vae_scale_factor_temporal, frames, *latent.shape[-2:])
         mask[:, :, 0] = 1
         return torch.cat([mask, latent], dim=1)
@@ -423,7 +428,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             return None
         if value < 5 or (value - 1) % self.vae_scale_factor_temporal:
             raise InputError(
-                f"segment_frames must be 4k+1 and at least 5 (the VAE's temporal stride), got {value}; "
+                f"segment_frames must be {self.vae_scale_factor_temporal}k+1 (the VAE's temporal stride) and at least 5, "
+                f"got {value}; "
                 "use the length the weights were trained on (17 for the demo), or 0 for one clip."
             )
         return int(value)

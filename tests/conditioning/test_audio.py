@@ -67,3 +67,30 @@ def test_stack_null_and_dropout_rate():
     assert abs((dropped == 0).float().mean().item() - 0.1) < 0.01
     with pytest.raises(KeyError):
         stack({"face": {}})
+
+
+def test_window_positions_start_at_zero_and_follow_each_tokens_offset():
+    torch.manual_seed(0)
+    plain = AudioConditioner(32, 16)
+    positioned = AudioConditioner(32, 16, window_positions=17)
+    positioned.proj_model.load_state_dict(plain.proj_model.state_dict())
+    features = torch.randn(2, 175, 32)
+    torch.testing.assert_close(positioned(features, num_frames=81).tokens, plain(features, num_frames=81).tokens)
+
+    with torch.no_grad():
+        positioned.window_position.copy_(torch.randn(17, 16))
+    windows = frame_windows(175, 81)
+    got = positioned(features, num_frames=81).tokens  # (2, 21, 17, 16)
+    base = plain(features, num_frames=81).tokens
+    table = positioned.window_position.detach()
+    for i, ((start, _), length) in enumerate(zip(windows.ranges, windows.key_lengths)):
+        for j in range(17):
+            # packed token j of window i is audio token max(start, 0) + j, at offset (that token - start)
+            want = base[:, i, j] + table[max(start, 0) + j - start] if j < length else torch.zeros(2, 16)
+            torch.testing.assert_close(got[:, i, j], want)
+    assert windows.key_lengths[0] == 6 and windows.ranges[0][0] == -11  # window 0: its tokens at offsets 11..16
+
+    with pytest.raises(InputError, match="frame rate"):
+        AudioConditioner(32, 16, window_positions=15)(features, num_frames=81)
+    clip = AudioConditioner(32, 16, mode="clip", window_positions=17)
+    assert clip(features, num_frames=81).tokens.shape == (2, 175, 16)  # clip level: no positions

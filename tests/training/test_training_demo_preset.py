@@ -9,6 +9,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 import fantasytalking.face as ftface
+from fantasytalking.errors import WeightsError
 from fantasytalking.training import (
     BackboneConfig,
     StageOneClipAligner,
@@ -17,6 +18,7 @@ from fantasytalking.training import (
     export_conditioning,
 )
 from fantasytalking.training.builder import build_pipeline
+from fantasytalking.training.export import load_into_pipeline
 from fantasytalking.training.presets import DEMO_DIT, DEMO_FACE, DEMO_MOTION, demo_parameter_counts, demo_pipeline
 
 CHECKPOINT_BUDGET = 50_000_000  # bytes: the demo checkpoint ships in the repository
@@ -42,7 +44,10 @@ def test_demo_pipeline_sizes_and_budget(pipe) -> None:
     assert pipe.transformer.inner_dim == DEMO_DIT["num_attention_heads"] * DEMO_DIT["attention_head_dim"] == 256
     assert pipe.transformer.num_layers == 6
     assert pipe.conditioning.names == ["audio", "face", "motion"]
-    assert (pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial) == (4, 8)  # Wan's stride kept
+    # Wan's spatial stride kept; no temporal compression (docs/design.md), so 1 mask channel, not 4
+    assert (pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial) == (1, 8)
+    assert pipe.transformer.transformer.config.in_channels == 2 * 16 + 1
+    assert pipe.audio_conditioner.temporal_stride == 1 and pipe.audio_conditioner.window_positions == 11
     # measured: transformer 6.95M, face 0.41M, motion 0.09M, audio 0.01M, VAE 1.19M, umT5 + CLIP 0.08M: 8.72M
     assert 7e6 < counts["total"] < 10e6
     assert counts["total"] * 2 < CHECKPOINT_BUDGET  # fp16 / bf16: ~17.4 MB
@@ -96,3 +101,27 @@ def test_one_training_step_of_each_stage_lowers_the_loss(cls, tmp_path) -> None:
     assert loaded.conditioning.names == ["audio", "face", "motion"]
     trained = module.transformer.transformer.blocks[0].attn1.to_q.weight
     torch.testing.assert_close(loaded.transformer.transformer.blocks[0].attn1.to_q.weight, trained)
+    # the demo's offset-in-window embedding travels with the export, into a pipeline built with or without one
+    with torch.no_grad():
+        module.audio_conditioner.window_position.add_(0.5)
+    path = export_conditioning(module, tmp_path / "positions.safetensors")
+    without = demo_pipeline(seed=0, conditioners=False)
+    without.audio_conditioner.window_position = None  # as a pipeline built for the release
+    for target in (demo_pipeline(seed=0, conditioners=False), without):
+        load_into_pipeline(target, path)
+        torch.testing.assert_close(target.audio_conditioner.window_position,
+                                   module.audio_conditioner.window_position)  # fmt: skip
+    bare = demo_pipeline(seed=0, conditioners=False)
+    bare.audio_conditioner.window_position = torch.nn.Parameter(torch.zeros(15, 128))
+    with pytest.raises(WeightsError, match="window_position has shape"):
+        load_into_pipeline(bare, path)
+
+
+def test_pipeline_refuses_audio_windows_of_another_temporal_stride() -> None:
+    from fantasytalking.pipeline import FantasyTalkingPipeline
+    from fantasytalking.training.presets import demo_components
+
+    components = demo_components(seed=0)
+    components["conditioning"]["audio"].temporal_stride = 4  # the 14B's windows over a per-frame VAE
+    with pytest.raises(ValueError, match="temporal_stride=1"):
+        FantasyTalkingPipeline(**components)

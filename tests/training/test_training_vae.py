@@ -37,7 +37,7 @@ def test_vae_loss_decreases_on_a_repeated_batch() -> None:
     losses = []
     for step in range(12):
         gen = torch.Generator().manual_seed(step)
-        out = module.compute_loss(module.select_frames(batch["video"], gen), gen)
+        out = module.compute_loss(module.select_frames(batch["video"], gen)[0], gen)
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
@@ -50,8 +50,14 @@ def test_vae_loss_decreases_on_a_repeated_batch() -> None:
 def test_select_frames_shapes() -> None:
     module = WanVAETrainer(SMALL_VAE, single_frame_prob=1.0, frames_per_clip=3)
     video = _video(batch=2, frames=5)
-    frames = module.select_frames(video, torch.Generator().manual_seed(0))
-    assert frames.shape == (6, 3, 1, 32, 32)
+    mask = (torch.rand(2, 1, 5, 32, 32) > 0.5).float()
+    frames, picked = module.select_frames(video, torch.Generator().manual_seed(0), mask)
+    assert frames.shape == (6, 3, 1, 32, 32) and picked.shape == (6, 1, 1, 32, 32)
+    # the mask frames are the video's frames: find each picked frame in its clip, then compare masks
+    for i in range(6):
+        clip = i // 3
+        t = int(((video[clip].transpose(0, 1) - frames[i, :, 0][None]).abs().flatten(1).sum(1)).argmin())
+        torch.testing.assert_close(picked[i, :, 0], mask[clip, :, t])
     with pytest.raises(InputError):
         module.compute_loss(video[:, :, :4], torch.Generator())
 
@@ -141,3 +147,113 @@ def test_command_line_trains_exports_resumes_and_refuses_a_mismatched_init(tmp_p
     AutoencoderKLWan(**{**DEMO_VAE, "is_residual": False}).save_pretrained(str(other))
     with pytest.raises(InputError, match="does not fit the demo VAE"):
         main([*common, "--out", str(tmp_path / "bad"), "--steps", "1", "--init-from", str(other)])
+
+
+def _mouth_clip(batch: int = 2, frames: int = 5, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips with a dark 'mouth' square at a known place per clip, and its mask."""
+    video = torch.zeros(batch, 3, frames, size, size)
+    mask = torch.zeros(batch, 1, frames, size, size)
+    for b, (y, x) in enumerate([(30, 20), (10, 36)][:batch]):
+        video[b, :, :, y - 2 : y + 2, x - 2 : x + 2] = -1.0
+        mask[b, :, :, y - 3 : y + 3, x - 3 : x + 3] = 1.0
+    return video, mask
+
+
+def test_crops_lie_on_the_latent_grid_and_mouth_crops_hold_the_mouth() -> None:
+    module = WanVAETrainer(SMALL_VAE, crop_size=16, mouth_crop_prob=1.0)
+    assert module.spatial_stride == 8
+    video, mask = _mouth_clip()
+    for seed in range(6):
+        crops, masks = module.crop(video, torch.Generator().manual_seed(seed), mask)
+        assert crops.shape == (2, 3, 5, 16, 16) and masks.shape == (2, 1, 5, 16, 16)
+        for b in range(2):
+            assert float(masks[b].sum()) > 0.5 * float(mask[b].sum())  # the mouth (or most of it) is inside
+            # the crop is a grid-aligned window of the clip: find it
+            hits = [(t, x) for t in range(0, 33, 8) for x in range(0, 33, 8)
+                    if torch.equal(video[b, :, :, t : t + 16, x : x + 16], crops[b])]  # fmt: skip
+            assert hits, "crop offsets must be multiples of the VAE stride"
+    uniform = WanVAETrainer(SMALL_VAE, crop_size=16)
+    crops, none = uniform.crop(video, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 5, 16, 16) and none is None
+    with pytest.raises(InputError, match="multiple"):
+        WanVAETrainer(SMALL_VAE, crop_size=12)
+    with pytest.raises(InputError, match="lip_mask"):
+        module.crop(video, torch.Generator())
+
+
+def test_mouth_weight_adds_the_lip_region_error() -> None:
+    torch.manual_seed(0)
+    video, mask = _mouth_clip()
+    plain = WanVAETrainer(SMALL_VAE, sample_posterior=False, mse_weight=1.0)
+    weighted = WanVAETrainer(SMALL_VAE, sample_posterior=False, mse_weight=1.0, mouth_weight=3.0)
+    weighted.vae.load_state_dict(plain.vae.state_dict())
+    with torch.no_grad():
+        a = plain.compute_loss(video, torch.Generator().manual_seed(0))
+        b = weighted.compute_loss(video, torch.Generator().manual_seed(0), mask)
+        recon = plain.vae.decode(plain.vae.encode(video).latent_dist.mode()).sample  # clamped: same inside [-1, 1]
+    from fantasytalking.training.vae import decode_unclamped
+
+    with torch.no_grad():
+        err = decode_unclamped(plain.vae, plain.vae.encode(video).latent_dist.mode()) - video
+    inside = mask.expand_as(err).bool()
+    expected = err[inside].abs().mean() + err[inside].square().mean()
+    torch.testing.assert_close(b["loss"] - a["loss"], 3.0 * expected, rtol=1e-4, atol=1e-6)
+    assert recon.shape == video.shape
+    with pytest.raises(InputError, match="lip_mask"):
+        weighted.compute_loss(video, torch.Generator())
+
+
+def test_reconstruction_scores_see_whether_the_mouth_is_kept() -> None:
+    """A VAE stand-in that returns its input keeps every mouth (r = 1); one that blurs the mouth keeps none."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from fantasytalking.training import vae as vae_module
+
+    class Identity(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def encode(self, x: torch.Tensor) -> SimpleNamespace:
+            return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: x))
+
+    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, make_clip
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
+    clip = make_clip(SynthConfig(size=64, num_frames=17, seed=3), 0)
+    frames = torch.from_numpy(clip.frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]  # (1, 3, N, H, W)
+    with mock.patch.object(vae_module, "decode_unclamped", lambda vae, z: z):
+        kept = vae_module.reconstruction_scores(Identity(), [frames])
+        blurred = vae_module.reconstruction_scores(Identity(), [torch.nn.functional.avg_pool3d(
+            frames, (1, 9, 9), stride=1, padding=(0, 4, 4))])  # fmt: skip
+    assert kept["mouth_r"] > 0.99 and kept["psnr"] > 60 and abs(kept["mouth_ratio"] - 1) < 1e-6
+    assert blurred["mouth_r"] < 0.5 and blurred["mouth_ratio"] < 0.5
+
+
+def test_per_frame_vae_encodes_every_frame_on_its_own() -> None:
+    from fantasytalking.training.vae import per_frame_vae
+
+    torch.manual_seed(0)
+    video_vae = WanVAETrainer({**SMALL_VAE, "is_residual": True}).vae.eval()
+    frame_vae = per_frame_vae(video_vae)
+    assert frame_vae.config.temperal_downsample == [False, False, False]
+    assert not any(".time_conv." in k for k in frame_vae.state_dict())
+    video = _video(batch=1, frames=5)
+    with torch.no_grad():
+        whole = frame_vae.encode(video).latent_dist.mode()  # (1, z, 5, h, w): one latent frame per frame
+        alone = torch.cat([frame_vae.encode(video[:, :, i : i + 1]).latent_dist.mode() for i in range(5)], dim=2)
+        decoded = frame_vae.decode(whole).sample
+        decoded_alone = torch.cat([frame_vae.decode(whole[:, :, i : i + 1]).sample for i in range(5)], dim=2)
+    assert whole.shape[2] == 5
+    torch.testing.assert_close(whole, alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(decoded, decoded_alone, rtol=1e-4, atol=1e-5)
+    # every weight but the past taps is the source's
+    src = video_vae.state_dict()
+    for key, value in frame_vae.state_dict().items():
+        if value.ndim == 5 and value.shape[2] == 3:
+            torch.testing.assert_close(value[:, :, -1], src[key][:, :, -1])
+            assert not value[:, :, :-1].any()
+        else:
+            torch.testing.assert_close(value, src[key])

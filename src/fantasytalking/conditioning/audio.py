@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fantasytalking.conditioning.base import Condition, Conditioner
-from fantasytalking.conditioning.windows import frame_windows, gather_windows
+from fantasytalking.conditioning.windows import AudioWindows, frame_windows, gather_windows
 from fantasytalking.errors import InputError, WeightsError
 
 AlignmentMode = Literal["frame", "clip"]
@@ -46,6 +46,12 @@ class AudioConditioner(Conditioner):
         feature_extractor: its ``Wav2Vec2FeatureExtractor`` (normalisation, sampling rate).
         dropout_p: training probability of dropping the audio (FANTASYTALKING.md section 4).
         scale: ``audio_scale`` at inference.
+        window_positions: 0 (the release): a window's tokens carry no position, so a latent frame sees its
+            window as an unordered set. ``W > 0`` adds a learned embedding ``(W, P)``, zero at the start, of each
+            token's offset in its (unpacked) window, so a latent frame can tell which of its ``temporal_stride``
+            video frames a token belongs to; ``W`` must be at least the window length (17 at 23 fps with
+            wav2vec2's token rate). For speech features without context (the demo's log-mel): see
+            docs/design.md. Clip level ignores it.
     """
 
     kind = "tokens"
@@ -63,14 +69,19 @@ class AudioConditioner(Conditioner):
         feature_extractor: object | None = None,
         dropout_p: float = 0.1,
         scale: float = 1.0,
+        window_positions: int = 0,
     ) -> None:
         super().__init__(dropout_p=dropout_p, scale=scale)
+        if window_positions < 0:
+            raise ValueError(f"window_positions must be >= 0, not {window_positions}")
         if mode not in ("frame", "clip"):
             raise ValueError(f"mode must be 'frame' or 'clip', not {mode!r}")
         self.mode: AlignmentMode = mode
         self.temporal_stride = temporal_stride
         self.window_expand = window_expand
         self.proj_model = AudioProjModel(audio_in_dim, proj_dim)
+        # (W, P) offset-in-window embedding; zero-initialised so a new one leaves the model unchanged.
+        self.window_position = nn.Parameter(torch.zeros(window_positions, proj_dim)) if window_positions else None
         self.encoder = encoder
         self.feature_extractor = feature_extractor
         if encoder is not None:
@@ -84,6 +95,11 @@ class AudioConditioner(Conditioner):
     @property
     def token_dim(self) -> int:
         return self.proj_model.proj.out_features
+
+    @property
+    def window_positions(self) -> int:
+        """Size of the offset-in-window embedding (0: none, as in the release)."""
+        return 0 if self.window_position is None else int(self.window_position.shape[0])
 
     @property
     def sample_rate(self) -> int:
@@ -161,7 +177,25 @@ class AudioConditioner(Conditioner):
             tokens.shape[1], num_frames, temporal_stride=self.temporal_stride, expand=self.window_expand
         )
         windowed, key_lengths = gather_windows(tokens, windows)  # (B, F, W, P), (F,)
+        if self.window_position is not None:
+            windowed = windowed + self.window_offsets(windows)  # padded keys stay masked by key_lengths
         return Condition(tokens=windowed, key_lengths=key_lengths, scale=scale)
+
+    def window_offsets(self, windows: AudioWindows) -> torch.Tensor:
+        """The offset embedding of every packed window position ``(F, W, P)``: packed token ``j`` of window ``i``
+        sits at offset ``j + max(0, -start_i)`` of the window's range (zero at padded positions)."""
+        table = self.window_position
+        assert table is not None
+        if windows.window_length > table.shape[0]:
+            raise InputError(
+                f"audio windows of {windows.window_length} tokens, but the window-position embedding has "
+                f"{table.shape[0]}: generate at the frame rate the model was trained at (windows depend on fps)."
+            )
+        shift = torch.tensor([max(0, -a) for a, _ in windows.ranges], device=table.device)  # (F,)
+        offsets = torch.arange(windows.window_length, device=table.device)  # (W,)
+        index = (shift[:, None] + offsets[None, :]).clamp(max=windows.window_length - 1)  # (F, W)
+        valid = offsets[None, :] < torch.tensor(windows.key_lengths, device=table.device)[:, None]  # (F, W)
+        return table[index] * valid[..., None].to(table.dtype)  # (F, W, P)
 
     # ------------------------------------------------------------------ release weights
 

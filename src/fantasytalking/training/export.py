@@ -46,6 +46,8 @@ EXPORT_FORMAT = "fantasytalking-conditioning"
 EXPORT_FORMAT_VERSION = 1
 
 _AUDIO_PROJ = "conditioning.conditioners.audio.proj_model."
+_AUDIO_POSITION = "conditioning.conditioners.audio.window_position"
+_AUDIO_POSITION_EXPORT = "audio.window_position"  # not in the release: the demo's offset-in-window embedding
 _AUDIO_BRANCH = re.compile(r"^transformer\.transformer\.blocks\.(\d+)\.attn2\.processor\.([kv]_proj\.weight)$")
 _OTHER_BRANCH = re.compile(
     r"^transformer\.transformer\.blocks\.(\d+)\.attn2\.processor\.branches\.(\w+)\.([kv]_proj\.weight)$"
@@ -66,6 +68,8 @@ def conditioning_tensors(state: Mapping[str, torch.Tensor], info: Mapping[str, A
         tensor = value.detach().cpu().contiguous()
         if key.startswith(_AUDIO_PROJ):
             out["proj_model." + key[len(_AUDIO_PROJ):]] = tensor
+        elif key == _AUDIO_POSITION:
+            out[_AUDIO_POSITION_EXPORT] = tensor
         elif match := _AUDIO_BRANCH.match(key):
             out[f"blocks.{match[1]}.cross_attn.processor.{match[2]}"] = tensor
         elif match := _OTHER_BRANCH.match(key):
@@ -183,9 +187,27 @@ def load_into_pipeline(
     # Audio: release names, through the existing strict loaders.
     audio_state = {k: remaining.pop(k) for k in list(remaining)
                    if k.startswith("proj_model.") or re.fullmatch(r"blocks\.\d+\.cross_attn\.processor\.[kv]_proj\.weight", k)}  # fmt: skip
-    pipe.audio_conditioner.load_projector(audio_state, source=source)
+    audio = pipe.audio_conditioner
+    audio.load_projector(audio_state, source=source)
     transformer.load_audio_branch(audio_state, source=source)
-    pipe.audio_conditioner.mode = config.get("audio", {}).get("mode", "frame")
+    audio.mode = config.get("audio", {}).get("mode", "frame")
+    position = remaining.pop(_AUDIO_POSITION_EXPORT, None)
+    if position is not None:
+        if tuple(position.shape[1:]) != (audio.token_dim,):
+            raise WeightsError(f"{source}: {_AUDIO_POSITION_EXPORT} has shape {tuple(position.shape)}, the audio tokens "
+                               f"are {audio.token_dim}-d; {hint}")  # fmt: skip
+        if audio.window_position is None:  # e.g. a pipeline built for the release: add the embedding
+            weight = audio.proj_model.proj.weight
+            audio.window_position = torch.nn.Parameter(position.to(weight.device, weight.dtype), requires_grad=False)
+        elif audio.window_position.shape != position.shape:
+            raise WeightsError(f"{source}: {_AUDIO_POSITION_EXPORT} has shape {tuple(position.shape)}, the pipeline's "
+                               f"{tuple(audio.window_position.shape)}; {hint}")  # fmt: skip
+        else:
+            with torch.no_grad():
+                audio.window_position.copy_(position)
+    elif audio.window_position is not None:
+        raise WeightsError(f"{source} have no {_AUDIO_POSITION_EXPORT}, but the pipeline's audio conditioner has a "
+                           f"window-position embedding; {hint}")  # fmt: skip
 
     # Other conditioners and their branches.
     for name, cfg in config.get("conditioners", {}).items():

@@ -237,7 +237,7 @@ class FantasyTalkingModule(pl.LightningModule):
             "stage": self.stage,
             "audio": {
                 "audio_in_dim": audio.audio_in_dim, "proj_dim": audio.token_dim, "mode": audio.mode,
-                "scale": audio.scale,
+                "scale": audio.scale, "window_positions": audio.window_positions,
             },
             "conditioners": {
                 c.name: c.config() for c in self.conditioning if c.name != "audio" and hasattr(c, "config")

@@ -2,11 +2,12 @@
 
 Same classes as the 14B model, smaller:
 
-* backbone: diffusers ``WanTransformer3DModel`` (I2V: 36 input channels, image keys/values), width 256
+* backbone: diffusers ``WanTransformer3DModel`` (I2V: 33 input channels, image keys/values), width 256
   (4 heads x 64), 6 blocks, FFN 512, wrapped in :class:`~fantasytalking.models.FantasyTalkingTransformer`
   (audio branch in every block);
-* VAE: diffusers ``AutoencoderKLWan`` with Wan2.1's structure (z_dim 16, stride 4x8x8, 2 residual blocks a
-  stage) and 16 base channels, ``dim_mult [1, 2, 2, 2]`` (0.83M parameters). Random unless a VAE trained by
+* VAE: diffusers ``AutoencoderKLWan`` with Wan's structure (z_dim 16, spatial stride 8, 2 residual blocks a
+  stage, Wan2.2's residual resampling) and 16 base channels, ``dim_mult [1, 2, 2, 2]``, WITHOUT temporal
+  compression (each frame its own latent frame; docs/design.md says why). Random unless a VAE trained by
   :class:`~fantasytalking.training.vae.WanVAETrainer` (with its latent statistics) is given;
 * speech: :class:`~fantasytalking.conditioning.MelSpeechEncoder` (80 log-mel bands at wav2vec2's 50 tokens/s,
   no download) + ``AudioProjModel(80 -> 128)``;
@@ -41,9 +42,12 @@ from fantasytalking.training.config import FaceConfig, MotionConfig
 
 __all__ = [
     "DEMO_AUDIO",
+    "DEMO_CLIP_FRAMES",
     "DEMO_DIT",
     "DEMO_FACE",
+    "DEMO_FPS",
     "DEMO_MOTION",
+    "DEMO_TEMPORAL_STRIDE",
     "DEMO_TEXT_LEN",
     "DEMO_VAE",
     "demo_components",
@@ -52,13 +56,38 @@ __all__ = [
     "demo_vae",
 ]
 
+#: Wan's VAE structure (z 16, spatial stride 8, 4 stages of 2 residual blocks) with 16 base channels, Wan2.2's
+#: residual resampling blocks, and no temporal compression (stride 1x8x8; the 14B's is 4x8x8).
+DEMO_VAE: dict[str, Any] = {
+    "base_dim": 16,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 2, 2],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    # No temporal compression: each video frame is its own latent frame (the 14B's VAE packs 4 frames in one).
+    # A CPU-trained VAE of this size could not keep a mouth that changes every frame inside a 4-frame latent,
+    # and a per-frame VAE trains on single frames (docs/design.md).
+    "temperal_downsample": [False, False, False],
+    "scale_factor_temporal": 1,
+    # Wan2.2's residual down / up blocks (parameter-free space-to-depth / depth-to-space shortcuts around each
+    # resampling): from scratch the Wan2.1 blocks stay near the constant output for hundreds of CPU steps
+    # (docs/design.md); the shortcuts carry the image through the bottleneck from the first step.
+    "is_residual": True,
+    # A random (untrained) VAE has no dataset statistics: identity normalisation.
+    "latents_mean": [0.0] * 16,
+    "latents_std": [1.0] * 16,
+}
+#: Video frames per latent frame of the demo VAE (the 14B's: 4).
+DEMO_TEMPORAL_STRIDE = 2 ** sum(DEMO_VAE["temperal_downsample"])
+
 #: The demo backbone: Wan2.1 I2V's config at width 256 (the 14B: 40 heads x 128, 40 layers, FFN 13824).
 DEMO_DIT: dict[str, Any] = {
     "patch_size": (1, 2, 2),
     "num_attention_heads": 4,
     "attention_head_dim": 64,  # model width D = 256
-    "in_channels": 36,  # 16 noisy latent + 4 mask + 16 image latent
-    "out_channels": 16,
+    # 16 noisy latent + 1 mask channel per video frame of a latent frame + 16 image latent (the 14B: 16 + 4 + 16)
+    "in_channels": 2 * DEMO_VAE["z_dim"] + DEMO_TEMPORAL_STRIDE,
+    "out_channels": DEMO_VAE["z_dim"],
     "text_dim": 32,  # = the tiny umT5's d_model
     "freq_dim": 64,
     "ffn_dim": 512,
@@ -70,25 +99,27 @@ DEMO_DIT: dict[str, Any] = {
     "added_kv_proj_dim": 256,  # = D
     "rope_max_seq_len": 1024,
 }
-#: Wan's VAE structure (z 16, stride 4x8x8, 4 stages of 2 residual blocks) with 16 base channels and Wan2.2's
-#: residual resampling blocks.
-DEMO_VAE: dict[str, Any] = {
-    "base_dim": 16,
-    "z_dim": 16,
-    "dim_mult": [1, 2, 2, 2],
-    "num_res_blocks": 2,
-    "attn_scales": [],
-    "temperal_downsample": [False, True, True],
-    # Wan2.2's residual down / up blocks (parameter-free space-to-depth / depth-to-space shortcuts around each
-    # resampling): from scratch the Wan2.1 blocks stay near the constant output for hundreds of CPU steps
-    # (docs/design.md); the shortcuts carry the image through the bottleneck from the first step.
-    "is_residual": True,
-    # A random (untrained) VAE has no dataset statistics: identity normalisation.
-    "latents_mean": [0.0] * 16,
-    "latents_std": [1.0] * 16,
-}
-#: Speech: 80 log-mel bands -> audio tokens of width 128 (the release: 768 -> 2048).
-DEMO_AUDIO: dict[str, int] = {"audio_in_dim": 80, "proj_dim": 128}
+#: Frame rate the demo is trained and generated at (the release's 23).
+DEMO_FPS = 23.0
+#: Frames of a demo training clip (4k+1); longer speech is generated in segments of this length.
+DEMO_CLIP_FRAMES = 17
+
+
+def _window_length(fps: float, num_frames: int) -> int:
+    """Tokens of a frame-level audio window for clips of ``num_frames`` at ``fps`` (wav2vec2's token rate)."""
+    from fantasytalking.conditioning.windows import frame_windows
+
+    samples = int(num_frames / fps * MelFeatureExtractor().sampling_rate)
+    tokens = MelSpeechEncoder().num_tokens(samples)
+    return frame_windows(tokens, num_frames, temporal_stride=DEMO_TEMPORAL_STRIDE).window_length
+
+
+#: Speech: 80 log-mel bands -> audio tokens of width 128 (the release: 768 -> 2048), and an offset-in-window
+#: embedding as long as a window at the demo's frame rate (11 tokens at 23 fps and temporal stride 1): log-mel
+#: frames carry no context, unlike wav2vec2's, so without it a frame's window is an unordered set of tokens
+#: (docs/design.md).
+DEMO_AUDIO: dict[str, int] = {"audio_in_dim": 80, "proj_dim": 128,
+                              "window_positions": _window_length(DEMO_FPS, DEMO_CLIP_FRAMES)}  # fmt: skip
 #: Padded prompt length (umT5: 512). The demo prompt is one short sentence (character tokens).
 DEMO_TEXT_LEN = 64
 #: The identity branch of the demo (dlib's 128-d embedding -> 8 tokens of width 128).
@@ -129,8 +160,8 @@ def demo_components(vae_path: str | Path | None = None, seed: int = 0) -> dict[s
         dit = WanTransformer3DModel(**copy.deepcopy(DEMO_DIT))
         transformer = FantasyTalkingTransformer(dit, audio_dim=DEMO_AUDIO["proj_dim"], text_len=DEMO_TEXT_LEN)
         audio = AudioConditioner(
-            DEMO_AUDIO["audio_in_dim"], DEMO_AUDIO["proj_dim"],
-            encoder=MelSpeechEncoder(), feature_extractor=MelFeatureExtractor(),
+            DEMO_AUDIO["audio_in_dim"], DEMO_AUDIO["proj_dim"], window_positions=DEMO_AUDIO["window_positions"],
+            temporal_stride=DEMO_TEMPORAL_STRIDE, encoder=MelSpeechEncoder(), feature_extractor=MelFeatureExtractor(),
         )  # fmt: skip
         text_encoder = UMT5EncoderModel(UMT5Config(**TINY_T5))
         image_encoder = CLIPVisionModel(CLIPVisionConfig(**TINY_CLIP))

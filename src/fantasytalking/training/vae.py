@@ -7,7 +7,9 @@
     L = |x - D(z)|_1 + mse_weight * |x - D(z)|^2 + kl_weight * KL(q(z|x) || N(0, I))
 
 with every term a per-element mean (so ``kl_weight`` is per latent element, not per pixel as in LDM's 1e-6
-over sums). ``single_frame_prob`` trains a step on single frames (``(B*k, 3, 1, H, W)``: the causal VAE
+over sums). With ``mouth_weight > 0`` the batch's ``lip_mask`` ``(B, 1, N, H, W)`` adds the same L1 + MSE terms
+averaged over the lip region only, ``mouth_weight * (|x - D(z)|_1 + mse_weight * |x - D(z)|^2)|_mouth``: the mouth
+is a few percent of a SynthTalk frame, and without the term a small VAE draws the face long before the mouth. ``single_frame_prob`` trains a step on single frames (``(B*k, 3, 1, H, W)``: the causal VAE
 encodes a first frame alone), several times cheaper than clips; the temporal layers learn on the clip steps.
 
 :meth:`WanVAETrainer.export_vae` writes a ``save_pretrained`` folder whose ``latents_mean`` / ``latents_std``
@@ -31,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from fantasytalking.errors import InputError
 
-__all__ = ["WanVAETrainer", "decode_unclamped", "latent_statistics"]
+__all__ = ["ReconstructionMonitor", "WanVAETrainer", "decode_unclamped", "latent_statistics", "per_frame_vae",
+           "reconstruction_scores"]
 
 
 def _default_vae_config() -> dict[str, Any]:
@@ -91,6 +95,115 @@ def latent_statistics(vae: Any, videos: Iterable[torch.Tensor]) -> tuple[torch.T
     return mean.float().cpu(), var.sqrt().float().cpu()
 
 
+@torch.no_grad()
+def per_frame_vae(vae: Any) -> Any:
+    """An ``AutoencoderKLWan`` without temporal compression, initialised from ``vae`` (one that compresses time).
+
+    Every weight of ``vae`` but its temporal resampling convolutions (``time_conv``, which a VAE without temporal
+    compression does not have) is copied; then the past taps of every causal convolution are set to zero, so each
+    frame is encoded and decoded on its own, as ``vae`` encodes a first frame. (The parameter-free shortcuts of
+    Wan2.2's residual blocks average over time in ``vae``, so the copy is close to, not equal to, ``vae``'s
+    first-frame path; a few hundred single-frame steps close the gap.) Train it on single frames
+    (``single_frame_prob=1``) to keep it per-frame: past taps then see only causal zero padding.
+    """
+    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    config.update(temperal_downsample=[False] * len(config["temperal_downsample"]), scale_factor_temporal=1)
+    out = AutoencoderKLWan(**config)
+    source = vae.state_dict()
+    target = out.state_dict()
+    left_out = sorted(set(source) - set(target))
+    if any(".time_conv." not in k for k in left_out) or set(target) - set(source):
+        raise InputError("the VAE to convert is not a Wan VAE of the same structure up to temporal compression.")
+    for key, value in target.items():
+        if source[key].shape != value.shape:
+            raise InputError(f"cannot convert: {key} has shape {tuple(source[key].shape)}, expected {tuple(value.shape)}.")
+        value.copy_(source[key])
+    for module in out.modules():
+        if isinstance(module, WanCausalConv3d) and module.kernel_size[0] > 1:
+            module.weight[:, :, :-1] = 0  # (C_out, C_in, k_t, k_h, k_w): only the current frame's tap stays
+    return out.to(dtype=next(vae.parameters()).dtype).eval()
+
+
+@torch.no_grad()
+def reconstruction_scores(vae: Any, videos: Iterable[torch.Tensor]) -> dict[str, float]:
+    """How well ``vae`` keeps talking-face clips, from the pixels: PSNR and the mouth.
+
+    ``videos``: clips ``(B, 3, N, H, W)`` in ``[-1, 1]``. Each is encoded (posterior mode) and decoded; the
+    scores pool every clip:
+
+    * ``psnr``: of the reconstructions against the clips (dB, signals in ``[-1, 1]``);
+    * ``mouth_r``: Pearson correlation of the mouth opening measured from the reconstructions' pixels with the
+      opening measured from the clips' own pixels (:func:`fantasytalking.metrics.synthtalk.mouth_opening`), over
+      all frames: 1 when the VAE draws every mouth as it was, about 0 when it draws none (a blurred mouth
+      measures as closed);
+    * ``mouth_ratio``: mean measured opening of the reconstructions over that of the clips.
+    """
+    from fantasytalking.metrics.synthtalk import as_frames, mouth_opening
+
+    device = next(vae.parameters()).device
+    sq = count = 0.0
+    measured: list[np.ndarray] = []
+    reference: list[np.ndarray] = []
+    for video in videos:
+        x = video.to(device, torch.float32)
+        recon = decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)  # (B, 3, N, H, W)
+        sq += float((recon - x).square().sum())
+        count += x.numel()
+        for original, rebuilt in zip(x.cpu(), recon.cpu()):
+            measured.append(mouth_opening(as_frames(rebuilt)))
+            reference.append(mouth_opening(as_frames(original)))
+    if not count:
+        raise InputError("no clips to score the VAE on; give at least one video batch.")
+    got, want = np.concatenate(measured), np.concatenate(reference)
+    r = float(np.corrcoef(got, want)[0, 1]) if got.std() > 0 and want.std() > 0 else 0.0
+    return {"psnr": float(10 * np.log10(4.0 / max(sq / count, 1e-10))), "mouth_r": r,
+            "mouth_ratio": float(got.mean() / max(want.mean(), 1e-8))}  # fmt: skip
+
+
+class ReconstructionMonitor(pl.Callback):
+    """Scores the VAE on fixed held-out clips every ``every_n_steps`` training steps (:func:`reconstruction_scores`):
+    logs ``heldout/psnr``, ``heldout/mouth_r``, ``heldout/mouth_ratio`` and appends them to ``csv_path``.
+
+    ``videos``: the held-out clips, a list of ``(B, 3, N, H, W)`` tensors in ``[-1, 1]``.
+    """
+
+    def __init__(self, videos: list[torch.Tensor], every_n_steps: int = 100, csv_path: str | Path | None = None):
+        if every_n_steps < 1 or not videos:
+            raise InputError("ReconstructionMonitor needs held-out clips and every_n_steps >= 1.")
+        self.videos, self.every_n_steps = videos, every_n_steps
+        self.csv_path = None if csv_path is None else Path(csv_path)
+        self.history: list[dict[str, float]] = []
+
+    def score(self, pl_module: WanVAETrainer) -> dict[str, float]:
+        was_training = pl_module.vae.training
+        pl_module.vae.eval()
+        try:
+            return reconstruction_scores(pl_module.vae, self.videos)
+        finally:
+            pl_module.vae.train(was_training)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        scores = self.score(pl_module)
+        row = {"step": float(step), **scores}
+        self.history.append(row)
+        for key, value in scores.items():
+            pl_module.log(f"heldout/{key}", value, rank_zero_only=True)
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.csv_path, "a") as fh:
+                if new:
+                    fh.write(",".join(row) + "\n")
+                fh.write(",".join(f"{v:.6g}" for v in row.values()) + "\n")
+        print("heldout " + " ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+
+
 class WanVAETrainer(pl.LightningModule):
     """Trains an ``AutoencoderKLWan`` (encoder + decoder) as a KL autoencoder on video clips.
 
@@ -99,9 +212,16 @@ class WanVAETrainer(pl.LightningModule):
         lr, weight_decay, betas: AdamW.
         mse_weight: weight of the squared error added to the L1 reconstruction loss.
         kl_weight: weight of the per-element KL to ``N(0, I)``.
+        mouth_weight: weight of the reconstruction terms over the lip mask (0: none; the batches then need no
+            ``lip_mask``).
         single_frame_prob: probability that a step trains on ``frames_per_clip`` single frames per clip
             instead of the whole clips (cheaper; 0 = clips only, 1 = images only).
         frames_per_clip: frames drawn per clip for a single-frame step.
+        crop_size: train on square crops of this side (a multiple of the VAE's spatial stride), the same window
+            in every frame of a clip; None: whole frames. The VAE is convolutional, so crops teach it the
+            frames' content at a fraction of the cost (scoring is on whole frames).
+        mouth_crop_prob: probability that a clip's crop is centred on its lip mask (jittered by up to a quarter
+            of the crop), else placed uniformly; needs ``lip_mask`` in the batch when above 0.
         sample_posterior: decode a posterior sample (True, the KL-VAE objective) or its mode.
         seed: seed of the frame draws and posterior samples (a function of seed and step only).
     """
@@ -115,23 +235,39 @@ class WanVAETrainer(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.99),
         mse_weight: float = 0.0,
         kl_weight: float = 1e-4,
+        mouth_weight: float = 0.0,
         single_frame_prob: float = 0.0,
         frames_per_clip: int = 2,
+        crop_size: int | None = None,
+        mouth_crop_prob: float = 0.0,
         sample_posterior: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
         from diffusers import AutoencoderKLWan
 
-        if not 0.0 <= single_frame_prob <= 1.0 or frames_per_clip < 1:
-            raise InputError("single_frame_prob must be in [0, 1] and frames_per_clip >= 1.")
+        if not 0.0 <= single_frame_prob <= 1.0 or frames_per_clip < 1 or mouth_weight < 0:
+            raise InputError("single_frame_prob must be in [0, 1], frames_per_clip >= 1 and mouth_weight >= 0.")
         config = copy.deepcopy(dict(vae_config)) if vae_config is not None else _default_vae_config()
         self.save_hyperparameters({"vae_config": config})
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
-        self.mse_weight, self.kl_weight = mse_weight, kl_weight
+        self.mse_weight, self.kl_weight, self.mouth_weight = mse_weight, kl_weight, mouth_weight
         self.single_frame_prob, self.frames_per_clip = single_frame_prob, frames_per_clip
         self.sample_posterior, self.seed = sample_posterior, int(seed)
         self.vae = AutoencoderKLWan(**config)
+        stride = self.spatial_stride
+        if crop_size is not None and (crop_size < stride or crop_size % stride):
+            raise InputError(f"crop_size must be a multiple of the VAE's spatial stride {stride}, got {crop_size}.")
+        if not 0.0 <= mouth_crop_prob <= 1.0:
+            raise InputError(f"mouth_crop_prob must be in [0, 1], got {mouth_crop_prob}.")
+        self.crop_size, self.mouth_crop_prob = crop_size, mouth_crop_prob
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per latent cell along a side (8 for Wan's VAE: one 2x downsampling per ``temperal_downsample``
+        entry, times the patch size)."""
+        cfg = self.vae.config
+        return 2 ** len(cfg.temperal_downsample) * (cfg.patch_size or 1)
 
     # ------------------------------------------------------------------ data
 
@@ -139,22 +275,69 @@ class WanVAETrainer(pl.LightningModule):
         step = self.global_step if self._trainer is not None else batch_idx
         return torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
 
-    def select_frames(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The step's input: the clips ``(B, 3, N, H, W)``, or single frames ``(B*k, 3, 1, H, W)``."""
+    def crop(
+        self, video: torch.Tensor, generator: torch.Generator, lip_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Square crops ``(B, C, N, crop, crop)`` of the clips (and of ``lip_mask``), at offsets on the latent grid;
+        each clip's crop is centred on its lips with probability ``mouth_crop_prob`` (see the class docstring)."""
+        size = self.crop_size
+        batch, _, _, height, width = video.shape
+        if size is None or (size >= height and size >= width):
+            return video, lip_mask
+        if self.mouth_crop_prob > 0 and lip_mask is None:
+            raise InputError("mouth_crop_prob > 0 needs the batch's lip_mask; load the 'lip_mask' field from the shards.")
+        stride, size_h, size_w = self.spatial_stride, min(size, height), min(size, width)
+        crops, masks = [], []
+        for b in range(batch):
+            draws = torch.rand(3, generator=generator).tolist()  # (mouth?, x, y): the same count every clip
+            centre = None
+            if lip_mask is not None and draws[0] < self.mouth_crop_prob and bool(lip_mask[b].any()):
+                ys, xs = torch.nonzero(lip_mask[b].amax(dim=(0, 1)), as_tuple=True)
+                jitter = (torch.tensor(draws[1:]) - 0.5) * (size / 2)  # up to a quarter crop either way
+                centre = (float(ys.float().mean() + jitter[1]), float(xs.float().mean() + jitter[0]))
+            if centre is None:
+                top = int(draws[2] * ((height - size_h) // stride + 1)) * stride
+                left = int(draws[1] * ((width - size_w) // stride + 1)) * stride
+            else:
+                top = min(max(round((centre[0] - size_h / 2) / stride) * stride, 0), height - size_h)
+                left = min(max(round((centre[1] - size_w / 2) / stride) * stride, 0), width - size_w)
+            crops.append(video[b, :, :, top : top + size_h, left : left + size_w])
+            if lip_mask is not None:
+                masks.append(lip_mask[b, :, :, top : top + size_h, left : left + size_w])
+        return torch.stack(crops), (torch.stack(masks) if lip_mask is not None else None)
+
+    def select_frames(
+        self, video: torch.Tensor, generator: torch.Generator, lip_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The step's input: the clips ``(B, 3, N, H, W)``, or single frames ``(B*k, 3, 1, H, W)``; and the same
+        frames of ``lip_mask`` ``(B, 1, N, H, W)`` when one is given (else None)."""
         if self.single_frame_prob <= 0 or float(torch.rand((), generator=generator)) >= self.single_frame_prob:
-            return video
-        batch, channels, frames, height, width = video.shape
+            return video, lip_mask
+        batch, _, frames, height, width = video.shape
         k = min(self.frames_per_clip, frames)
         idx = torch.stack([torch.randperm(frames, generator=generator)[:k] for _ in range(batch)])  # (B, k)
-        picked = video[torch.arange(batch)[:, None], :, idx.to(video.device)]  # (B, k, 3, H, W)
-        return picked.reshape(batch * k, channels, 1, height, width)
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            picked = x[torch.arange(batch)[:, None], :, idx.to(x.device)]  # (B, k, C, H, W)
+            return picked.reshape(batch * k, x.shape[1], 1, height, width)
+
+        return pick(video), None if lip_mask is None else pick(lip_mask)
 
     # ------------------------------------------------------------------ loss
 
-    def compute_loss(self, video: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Loss terms of a video batch ``(B, 3, N, H, W)`` in ``[-1, 1]``; ``loss`` is the total."""
-        if video.ndim != 5 or video.shape[1] != 3 or (video.shape[2] - 1) % 4:
-            raise InputError(f"expected videos (B, 3, 4k+1, H, W), got {tuple(video.shape)}.")
+    def compute_loss(
+        self, video: torch.Tensor, generator: torch.Generator, lip_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms of a video batch ``(B, 3, N, H, W)`` in ``[-1, 1]``; ``loss`` is the total.
+
+        ``lip_mask``: ``(B, 1, N, H, W)`` in ``{0, 1}``, needed when ``mouth_weight > 0``.
+        """
+        stride = 2 ** sum(self.vae.config.temperal_downsample)  # video frames per latent frame (4 for Wan2.1)
+        if video.ndim != 5 or video.shape[1] != 3 or (video.shape[2] - 1) % stride:
+            raise InputError(f"expected videos (B, 3, {stride}k+1, H, W), got {tuple(video.shape)}.")
+        if self.mouth_weight > 0 and (lip_mask is None or lip_mask.shape[2:] != video.shape[2:]):
+            raise InputError("mouth_weight > 0 needs the batch's lip_mask (B, 1, N, H, W) of the video's frames; "
+                             "load the 'lip_mask' field from the shards.")  # fmt: skip
         x = video.to(self.device, torch.float32)
         posterior = self.vae.encode(x).latent_dist  # mean / logvar (B, z, F, h, w)
         if self.sample_posterior:
@@ -163,17 +346,31 @@ class WanVAETrainer(pl.LightningModule):
         else:
             z = posterior.mean
         recon = decode_unclamped(self.vae, z)  # (B, 3, N, H, W); vae.decode's clamp would stop the gradient
-        l1 = (recon - x).abs().mean()
-        mse = (recon - x).square().mean()
+        err = recon - x
+        l1 = err.abs().mean()
+        mse = err.square().mean()
         kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar).mean()
         loss = l1 + self.mse_weight * mse + self.kl_weight * kl
-        return {"loss": loss, "l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach(),
-                "psnr": (10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10)))}  # fmt: skip
+        out = {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach(),
+               "psnr": (10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10)))}  # fmt: skip
+        if self.mouth_weight > 0:
+            mask = lip_mask.to(x.device, torch.float32)  # type: ignore[union-attr]  # (B, 1, N, H, W)
+            area = (mask.sum() * err.shape[1]).clamp(min=1.0)  # lip pixels x channels
+            mouth_l1 = (err.abs() * mask).sum() / area
+            mouth_mse = (err.square() * mask).sum() / area
+            loss = loss + self.mouth_weight * (mouth_l1 + self.mse_weight * mouth_mse)
+            out["mouth_l1"] = mouth_l1.detach()
+            out["mouth_psnr"] = 10 * torch.log10(4.0 / mouth_mse.detach().clamp(min=1e-10))
+        return {"loss": loss, **out}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         generator = self._generator(batch_idx)
-        video = self.select_frames(batch["video"], generator)
-        out = self.compute_loss(video, generator)
+        wants_mask = self.mouth_weight > 0 or (self.crop_size is not None and self.mouth_crop_prob > 0)
+        mask = batch.get("lip_mask") if wants_mask else None
+        video, mask = self.crop(batch["video"], generator, mask)
+        video, mask = self.select_frames(video, generator, mask)
+        mask = mask if self.mouth_weight > 0 else None
+        out = self.compute_loss(video, generator, mask)
         size = video.shape[0]
         for key, value in out.items():
             self.log(f"train/{key}", value, prog_bar=key == "loss", batch_size=size)
@@ -182,7 +379,7 @@ class WanVAETrainer(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed + batch_idx)
-        out = self.compute_loss(batch["video"], generator)
+        out = self.compute_loss(batch["video"], generator, batch.get("lip_mask") if self.mouth_weight > 0 else None)
         for key, value in out.items():
             self.log(f"val/{key}", value, batch_size=batch["video"].shape[0], sync_dist=True)
         return out["loss"]
@@ -237,6 +434,19 @@ class WanVAETrainer(pl.LightningModule):
 # ---------------------------------------------------------------------------------------------- command line
 
 
+def heldout_videos(shards: str | Path, num_frames: int, clips: int) -> list[torch.Tensor]:
+    """The first ``num_frames`` of the first ``clips`` clips of ``shards``, in shard order: ``(1, 3, N, H, W)`` each."""
+    from fantasytalking.data import TalkingClipDataModule
+
+    datamodule = TalkingClipDataModule(str(shards), batch_size=1, shuffle_buffer=1, num_frames=num_frames,
+                                       fields=("video",), random_window=False, drop_last=False)  # fmt: skip
+    datamodule.setup("fit")
+    videos = [b["video"] for b in itertools.islice(datamodule.train_dataloader(), clips)]
+    if not videos:
+        raise InputError(f"no clips of at least {num_frames} frames in {shards}; give held-out shards for --heldout.")
+    return videos
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fantasytalking.training.vae --shards DIR --out DIR``: train the demo VAE on clip shards and
     export it (``save_pretrained`` + latent statistics) for ``backbone.vae`` of the ``demo`` preset."""
@@ -255,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-4, help="3e-4 and above collapse to a constant output")
     parser.add_argument("--kl-weight", type=float, default=1e-4)
     parser.add_argument("--mse-weight", type=float, default=1.0, help="weight of the squared error beside L1")
+    parser.add_argument("--mouth-weight", type=float, default=0.0,
+                        help="weight of the reconstruction loss over the shards' lip masks (0: none)")  # fmt: skip
+    parser.add_argument("--crop-size", type=int, default=None,
+                        help="train on square crops of this side (multiple of 8; default: whole frames)")  # fmt: skip
+    parser.add_argument("--mouth-crop-prob", type=float, default=0.0,
+                        help="share of crops centred on the lips (needs the shards' lip masks)")  # fmt: skip
+    parser.add_argument("--heldout", default=None,
+                        help="held-out clip shards: PSNR and the mouth kept (mouth_r) are scored on them")  # fmt: skip
+    parser.add_argument("--eval-every", type=int, default=100, help="score on --heldout every N steps")
+    parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips scored (their first --num-frames)")
     parser.add_argument("--posterior", choices=("sample", "mode"), default="mode",
                         help="decode a posterior sample (KL-VAE) or its mode (faster to learn from scratch)")
     parser.add_argument("--stats-batches", type=int, default=8, help="batches for the latent statistics")
@@ -265,36 +485,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", default=None,
                         help="start from the weights of an exported VAE folder (e.g. a partly trained one); "
                         "its structure must match the demo preset's")  # fmt: skip
+    parser.add_argument("--init-per-frame", default=None,
+                        help="start from an exported VAE that compresses time (e.g. the 4x8x8 one of an earlier run), "
+                        "converted by per_frame_vae; the demo VAE encodes each frame on its own")  # fmt: skip
     parser.add_argument("--export-from", default=None,
                         help="no training: export this checkpoint (e.g. an interrupted run's last.ckpt) to --out")  # fmt: skip
     args = parser.parse_args(argv)
 
     pl.seed_everything(args.seed)
+    wants_mask = args.mouth_weight > 0 or (args.crop_size is not None and args.mouth_crop_prob > 0)
+    fields = ("video", "lip_mask") if wants_mask else ("video",)
     datamodule = TalkingClipDataModule(args.shards, batch_size=args.batch_size, num_frames=args.num_frames,
-                                       fields=("video",), seed=args.seed)  # fmt: skip
+                                       fields=fields, seed=args.seed)  # fmt: skip
     if args.export_from is not None:
         module = WanVAETrainer.load_from_checkpoint(args.export_from, map_location="cpu")
         out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
         print(f"VAE of {args.export_from} written to {out}")
         return 0
     module = WanVAETrainer(lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
+                           mouth_weight=args.mouth_weight, crop_size=args.crop_size,
+                           mouth_crop_prob=args.mouth_crop_prob,
                            single_frame_prob=args.single_frame_prob, frames_per_clip=args.frames_per_clip,
                            sample_posterior=args.posterior == "sample", seed=args.seed)  # fmt: skip
-    if args.init_from is not None:
+    if args.init_from is not None and args.init_per_frame is not None:
+        raise InputError("give --init-from or --init-per-frame, not both.")
+    if args.init_from is not None or args.init_per_frame is not None:
         from diffusers import AutoencoderKLWan
 
-        start = AutoencoderKLWan.from_pretrained(args.init_from, torch_dtype=torch.float32)
+        start = AutoencoderKLWan.from_pretrained(args.init_from or args.init_per_frame, torch_dtype=torch.float32)
+        if args.init_per_frame is not None:
+            start = per_frame_vae(start)
         try:
             module.vae.load_state_dict(start.state_dict(), strict=True)
         except RuntimeError as err:
             first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-            raise InputError(f"{args.init_from} does not fit the demo VAE ({first}); give a VAE exported by this "
+            raise InputError(f"{args.init_from or args.init_per_frame} does not fit the demo VAE ({first}); give a VAE exported by this "
                              "trainer with the same settings.") from None  # fmt: skip
+    root = args.root or str(Path(args.out) / "train")
+    callbacks: list[pl.Callback] = [pl.callbacks.ModelCheckpoint(every_n_train_steps=args.checkpoint_every,
+                                                                 save_last=True, save_top_k=-1)]  # fmt: skip
+    if args.heldout is not None:
+        callbacks.append(ReconstructionMonitor(heldout_videos(args.heldout, args.num_frames, args.eval_clips),
+                                               args.eval_every, Path(root) / "heldout.csv"))  # fmt: skip
     trainer = pl.Trainer(max_steps=args.steps, accelerator=args.accelerator, devices=1, log_every_n_steps=10,
-                         default_root_dir=args.root or str(Path(args.out) / "train"), limit_val_batches=0,
-                         enable_progress_bar=False, gradient_clip_val=1.0,
-                         callbacks=[pl.callbacks.ModelCheckpoint(every_n_train_steps=args.checkpoint_every,
-                                                                 save_last=True, save_top_k=-1)])  # fmt: skip
+                         default_root_dir=root, limit_val_batches=0, enable_progress_bar=False,
+                         gradient_clip_val=1.0, callbacks=callbacks)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
     print(f"VAE written to {out} (latents_mean / latents_std from {args.stats_batches} batches)")
