@@ -47,7 +47,7 @@ from variants import commit, guarded, heldout_clips  # noqa: E402
 
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
-TARGETS = {"lipsync_min": 0.6, "mismatched_max": 0.15, "silence_seconds": 0.3}
+TARGETS = {"lipsync_min": 0.6, "mismatched_max": 0.15, "silence_seconds": 0.3, "closed_min": 0.9}
 
 
 def identity_over_frames(frames: np.ndarray, reference: np.ndarray, stride: int = 8) -> float:
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "another sentence <= 0.15": (by["full model, another sentence"]["lipsync"] or 0) <= TARGETS["mismatched_max"],
         "motion 0.1 < 0.5 < 1.0": (by["motion 0.1"]["head_motion"] or 0) < (by["motion 0.5"]["head_motion"] or 0)
         < (by["motion 1.0"]["head_motion"] or 0),
+        f"closed in silences > {TARGETS['silence_seconds']} s for >= {TARGETS['closed_min']:.0%} of their frames": (
+            (f["closed_in_long_silence"] or 0) >= TARGETS["closed_min"]),
     }
     if "full model, face conditioner off" in by:
         checks["identity error: with face < without"] = (

@@ -3,7 +3,7 @@
 Rows: clip-level only (stage one), frame-level only (stage two from scratch), both stages, both stages without the
 face conditioner; then, on the both-stages weights, motion intensity 0.1 / 0.5 / 1.0 and audio guidance on all
 steps versus a partial step range. Each training variant runs ``examples/finetune.py`` (the LightningCLI of the
-project, its stage configs with the ``tiny`` overlay) in its own process on a SynthTalk train split; each export is
+project, its stage configs with the ``tiny`` or ``demo`` overlay) in its own process on a SynthTalk train split; each export is
 loaded with :func:`fantasytalking.training.load_into_pipeline` and generates one clip per held-out clip (its first
 frame as the image, its audio as the speech). The clips are scored from their pixels with
 :mod:`fantasytalking.metrics.synthtalk` against the clip's ground truth (lip-sync correlation with the true mouth
@@ -21,10 +21,13 @@ count)::
     python benchmarks/variants.py                       # -> benchmarks/results/variants-quick-<date>.{json,md}
     python benchmarks/variants.py --out /tmp/res --train-clips 2 --heldout-clips 1 --train-steps 1
 
-Full mode (one GPU; the same code path with bigger settings: more and larger clips, longer training, 30 steps)::
+Full mode (one GPU; the same code path on the ``demo`` preset: each variant is the demo recipe of docs/demo.md,
+trained from scratch on 1,600 SynthTalk clips of 17 frames at 96 px with the packaged demo VAE, and scored on
+81-frame held-out clips generated in 17-frame segments with 20 steps)::
 
     python benchmarks/variants.py --full                # -> benchmarks/results/variants-full-<date>.{json,md}
     python benchmarks/variants.py --full --train-steps 5000 --train-arg=--trainer.precision=bf16-mixed
+    python benchmarks/variants.py --full --accelerator cpu --device cpu --jobs 1   # ~8 h on 2 CPU cores
 
 Every setting can be overridden on the command line (``--size``, ``--frames``, ``--steps``...); ``--train-arg``
 passes extra flags to every training run. A measure that fails on a video (a noise video has no face to find)
@@ -63,10 +66,29 @@ CONFIGS = ROOT / "examples" / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Settings of the two modes (every one overridable on the command line).
-QUICK: dict[str, Any] = dict(train_clips=8, heldout_clips=3, size=64, frames=9, fps=23, train_steps=4, steps=2,
-                             batch_size=2, seed=0, accelerator="cpu", device="cpu")  # fmt: skip
-FULL: dict[str, Any] = dict(train_clips=400, heldout_clips=32, size=128, frames=33, fps=23, train_steps=2000,
-                            steps=30, batch_size=4, seed=0, accelerator="gpu", device="cuda")  # fmt: skip
+#: ``preset``: the model size (``tiny``: random 2-block models; ``demo``: the demo preset with the packaged demo VAE,
+#: ``vae`` overriding it); ``frames``: training clip length; ``heldout_frames``: held-out clip length (0: the same),
+#: generated in segments of ``frames`` when longer.
+QUICK: dict[str, Any] = dict(preset="tiny", vae="", train_clips=8, heldout_clips=3, size=64, frames=9,
+                             heldout_frames=0, fps=23, train_steps=4, steps=2, batch_size=2, seed=0,
+                             accelerator="cpu", device="cpu")  # fmt: skip
+FULL: dict[str, Any] = dict(preset="demo", vae="", train_clips=1600, heldout_clips=32, size=96, frames=17,
+                            heldout_frames=81, fps=23, train_steps=2000, steps=20, batch_size=4, seed=0,
+                            accelerator="gpu", device="cuda")  # fmt: skip
+
+
+def heldout_frames(s: dict[str, Any]) -> int:
+    return int(s.get("heldout_frames") or s["frames"])
+
+
+def demo_vae_path(s: dict[str, Any]) -> Path:
+    """The VAE of the ``demo`` preset runs: ``--vae``, else the packaged demo model's."""
+    from fantasytalking.demo import DEMO_DIR
+
+    path = Path(s.get("vae") or DEMO_DIR / "vae")
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"error: no demo VAE at {path}; pass --vae (a WanVAETrainer export, docs/demo.md)")
+    return path
 
 #: Training variants: name -> (finetune.py sub-command, stage config, extra flags).
 TRAINING: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
@@ -124,10 +146,11 @@ def make_data(work: Path, s: dict[str, Any]) -> tuple[Path, Path]:
     from fantasytalking.data.synthtalk import SynthConfig, write_synthtalk
 
     train, heldout = work / "synth-train", work / "synth-heldout"
-    common = dict(size=s["size"], num_frames=s["frames"], fps=float(s["fps"]))
-    for out, split, clips, seed in ((train, "train", s["train_clips"], s["seed"]),
-                                    (heldout, "heldout", s["heldout_clips"], s["seed"] + 1)):  # fmt: skip
-        report = write_synthtalk(SynthConfig(out_dir=out, clips=clips, split=split, seed=seed, **common))
+    common = dict(size=s["size"], fps=float(s["fps"]))
+    for out, split, clips, seed, frames in ((train, "train", s["train_clips"], s["seed"], s["frames"]),
+                                            (heldout, "heldout", s["heldout_clips"], s["seed"] + 1, heldout_frames(s))):  # fmt: skip
+        report = write_synthtalk(SynthConfig(out_dir=out, clips=clips, split=split, seed=seed, num_frames=frames,
+                                             **common))  # fmt: skip
         print(report.summary(), flush=True)
     return train, heldout
 
@@ -138,7 +161,7 @@ def heldout_clips(heldout: Path, s: dict[str, Any]) -> list[dict[str, Any]]:
     from fantasytalking.data.synthtalk import TRUTH_COLUMNS, read_truth
 
     truth = read_truth(heldout)
-    dm = TalkingClipDataModule(str(heldout), batch_size=1, shuffle_buffer=1, num_frames=s["frames"],
+    dm = TalkingClipDataModule(str(heldout), batch_size=1, shuffle_buffer=1, num_frames=heldout_frames(s),
                                fields=("video", "audio", "landmarks"), random_window=False, drop_last=False)  # fmt: skip
     dm.setup("fit")
     out = []
@@ -162,8 +185,14 @@ def heldout_clips(heldout: Path, s: dict[str, Any]) -> list[dict[str, Any]]:
 def train_command(name: str, root: Path, train: Path, s: dict[str, Any], extra: list[str]) -> tuple[list[str], Path]:
     """The finetune.py command of a training variant and the export it writes."""
     sub, stage, flags = TRAINING[name]
+    preset = [
+        "--model.init_args.backbone.vae", str(demo_vae_path(s)),
+        "--model.init_args.backbone.seed", str(s["seed"]),
+        "--model.init_args.objective.cache_dir", str(root / "encode-cache"),  # keys hold the config: shared safely
+    ] if s["preset"] == "demo" else []  # fmt: skip
     shared = [
-        "--config", str(CONFIGS / "tiny.yaml"),
+        "--config", str(CONFIGS / f"{s['preset']}.yaml"),
+        *preset,
         "--data", "fantasytalking.data.TalkingClipDataModule",
         "--data.init_args.shards", str(train),
         "--data.init_args.num_frames", str(s["frames"]),
@@ -325,6 +354,12 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
 
     from fantasytalking.training import load_into_pipeline
     from fantasytalking.training.builder import tiny_pipeline
+    from fantasytalking.training.presets import demo_pipeline
+
+    def new_pipeline() -> Any:
+        if s["preset"] == "demo":  # the frozen random umT5 / CLIP come from the training seed
+            return demo_pipeline(demo_vae_path(s), seed=s["seed"], conditioners=False)
+        return tiny_pipeline(seed=s["seed"])
 
     scorer = Scorer()
     steps = int(s["steps"])
@@ -337,7 +372,7 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
             continue
         start = time.perf_counter()
         try:
-            pipe = tiny_pipeline(seed=s["seed"])
+            pipe = new_pipeline()
             load_into_pipeline(pipe, trained["export"])
             if s["device"] != "cpu":
                 pipe.to(s["device"])
@@ -350,7 +385,8 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
         for clip in clips:
             entry: dict[str, Any] = {"key": clip["key"]}
             kwargs: dict[str, Any] = dict(num_inference_steps=steps, max_edge=s["size"], fps=int(s["fps"]),
-                                          max_frames=s["frames"], seed=s["seed"], progress=False,
+                                          max_frames=heldout_frames(s), seed=s["seed"], progress=False,
+                                          segment_frames=s["frames"] if heldout_frames(s) > s["frames"] else 0,
                                           audio_guidance_steps=partial if row.guidance == "partial" else None)  # fmt: skip
             if row.motion is not None and has_motion:
                 kwargs.update(face_motion=row.motion, body_motion=row.motion)
@@ -464,6 +500,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, An
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
                             help=f"quick: {value}, full: {FULL[key]}")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.preset not in (None, "tiny", "demo"):
+        parser.error("--preset must be tiny or demo")
     settings = dict(FULL if args.full else QUICK)
     settings["i3d"] = args.i3d
     for key in QUICK:

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the embedded demo model (src/fantasytalking/assets/demo/) from nothing: SynthTalk data, the small Wan
-# VAE, both FantasyTalking stages, the held-out targets. About 1.5 h on 2 CPU cores (docs/demo.md has the measured
-# times); on a GPU add --accelerator gpu / --trainer.accelerator gpu.
-#   bash examples/train_demo.sh [RUN_DIR]        # default runs/demo; then `python examples/package_demo.py`
+# Reproduce the embedded demo model (src/fantasytalking/assets/demo/) from nothing: SynthTalk data, the small
+# per-frame Wan VAE, both FantasyTalking stages, the held-out targets, the package. docs/demo.md has the measured
+# times on 2 CPU cores; on a GPU add --accelerator gpu (VAE) / --trainer.accelerator gpu (stages).
+#   bash examples/train_demo.sh [RUN_DIR]        # default runs/demo
+# Set START_VAE to an exported 4x8x8 demo VAE to skip step 2a (e.g. the one of commit 8ac4415:
+#   mkdir -p runs/vae-4x && for f in config.json diffusion_pytorch_model.safetensors; do
+#     git show 8ac4415:src/fantasytalking/assets/demo/vae/$f > runs/vae-4x/$f; done; START_VAE=runs/vae-4x).
 set -euo pipefail
 RUN=${1:-runs/demo}
 PY=${PY:-python}
@@ -13,24 +16,37 @@ mkdir -p "$RUN"
 [ -d shards/synthtalk ] || fantasytalking synth --out shards/synthtalk --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 --quiet
 [ -d shards/synthtalk-heldout ] || fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 --seed 1 --split heldout --quiet
 
-# 2. The VAE: batch 4 (75% single-frame steps of 4 frames a clip), L1 + MSE on posterior modes, exported with its
-#    latent statistics (lr 3e-4 and above collapse to a constant output: docs/design.md). 800 steps reached 17 dB on
-#    held-out clips without a mouth (docs/demo.md); give it more, or add --init-from src/fantasytalking/assets/demo/vae
-#    to continue the partly trained one.
-$PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae" --steps 2500 --lr 2e-4 \
-    --single-frame-prob 0.75 --mse-weight 1.0 --posterior mode --seed 0 --accelerator cpu
+# 2a. The VAE as first trained (Wan2.2 residual blocks, WITH 4x temporal compression): 800 steps, then 400 more
+#     from that export (docs/demo.md, vae_training.json). It draws faces but not mouths.
+if [ -z "${START_VAE:-}" ]; then
+  $PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae-4x-a" --steps 800 --lr 2e-4 \
+      --single-frame-prob 0.75 --seed 0 --accelerator cpu \
+      --vae-config '{"temperal_downsample": [false, true, true], "scale_factor_temporal": 4}'
+  $PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae-4x" --init-from "$RUN/vae-4x-a" \
+      --steps 400 --lr 2e-4 --single-frame-prob 0.75 --seed 1 --accelerator cpu \
+      --vae-config '{"temperal_downsample": [false, true, true], "scale_factor_temporal": 4}'
+  START_VAE="$RUN/vae-4x"
+fi
+# 2b. The demo VAE: that VAE without temporal compression (per_frame_vae), trained on single frames with the
+#     mouth-weighted loss and 48-px crops, half of them on the lips; scored on held-out clips every 100 steps.
+$PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae" --init-per-frame "$START_VAE" \
+    --steps 400 --lr 2e-4 --batch-size 16 --crop-size 48 --mouth-crop-prob 0.5 --mouth-weight 2 \
+    --single-frame-prob 1.0 --frames-per-clip 4 --heldout shards/synthtalk-heldout --eval-every 100 \
+    --eval-clips 4 --seed 0 --accelerator cpu
 
-# 3. Stage one (clip-level audio), then stage two (frame-level audio + lip mask) from stage one's weights.
+# 3. Stage one (clip-level audio), then stage two (frame-level audio + lip mask) from stage one's weights; the
+#    frozen encodes are cached in $RUN/encode-cache during stage one and reused by stage two.
 $PY examples/finetune.py fit --config examples/configs/stage1.yaml --config examples/configs/demo.yaml \
     --data.init_args.shards shards/synthtalk --model.init_args.backbone.vae "$RUN/vae" \
     --model.init_args.objective.cache_dir "$RUN/encode-cache" \
-    --trainer.max_steps 800 --trainer.default_root_dir "$RUN/stage1"
+    --trainer.max_steps 1200 --trainer.default_root_dir "$RUN/stage1"
 $PY examples/finetune.py fit --config examples/configs/stage2.yaml --config examples/configs/demo.yaml \
     --data.init_args.shards shards/synthtalk --model.init_args.backbone.vae "$RUN/vae" \
     --model.init_args.objective.cache_dir "$RUN/encode-cache" \
     --model.init_args.init_from "$RUN/stage1/final.ckpt" \
-    --trainer.max_steps 900 --trainer.default_root_dir "$RUN/stage2"
+    --trainer.max_steps 1500 --trainer.default_root_dir "$RUN/stage2"
 
-# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}).
+# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package.
 $PY benchmarks/demo_targets.py --model "$RUN/stage2/conditioning.safetensors" \
-    --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae" --seed 0
+    --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae" --seed 0 --clips 8 --motion-clips 4
+$PY examples/package_demo.py --run "$RUN" --targets "benchmarks/results/demo-targets-$(date +%F).json"

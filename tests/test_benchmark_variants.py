@@ -87,3 +87,28 @@ def test_variants_quick_smallest(tmp_path):
     assert "| variant |" in table and report["commit"] in table
     for name in ROWS:
         assert f"| {name} |" in table
+
+
+def test_full_mode_trains_the_demo_preset_with_the_demo_vae(tmp_path):
+    """Full mode: every variant is the demo recipe (demo overlay, the demo VAE, the frozen encoders' seed, a shared
+    encode cache) and long held-out clips are generated in segments of the training length."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import variants
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from fantasytalking.training.presets import demo_vae
+
+    vae = tmp_path / "vae"
+    demo_vae().save_pretrained(str(vae))
+    _, s = variants.parse_args(["--full", "--vae", str(vae)])
+    assert (s["preset"], s["frames"], variants.heldout_frames(s)) == ("demo", 17, 81)
+    command, export = variants.train_command("both", tmp_path / "runs", tmp_path / "train", s, [])
+    joined = " ".join(command)
+    assert "demo.yaml" in joined and "tiny.yaml" not in joined and export.name == "conditioning.safetensors"
+    flag = command.index("--model.init_args.backbone.vae")
+    assert command[flag + 1] == str(vae) and "--model.init_args.objective.cache_dir" in command
+    _, quick = variants.parse_args([])
+    assert quick["preset"] == "tiny" and variants.heldout_frames(quick) == quick["frames"]
+    with pytest.raises(SystemExit):
+        variants.demo_vae_path({"vae": str(tmp_path / "missing")})

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -485,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", default=None,
                         help="start from the weights of an exported VAE folder (e.g. a partly trained one); "
                         "its structure must match the demo preset's")  # fmt: skip
+    parser.add_argument("--vae-config", type=json.loads, default=None,
+                        help="JSON of AutoencoderKLWan settings over the demo preset's (e.g. "
+                        "'{\"temperal_downsample\": [false, true, true], \"scale_factor_temporal\": 4}')")  # fmt: skip
     parser.add_argument("--init-per-frame", default=None,
                         help="start from an exported VAE that compresses time (e.g. the 4x8x8 one of an earlier run), "
                         "converted by per_frame_vae; the demo VAE encodes each frame on its own")  # fmt: skip
@@ -502,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
         print(f"VAE of {args.export_from} written to {out}")
         return 0
-    module = WanVAETrainer(lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
+    vae_config = {**_default_vae_config(), **(args.vae_config or {})}
+    module = WanVAETrainer(vae_config, lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
                            mouth_weight=args.mouth_weight, crop_size=args.crop_size,
                            mouth_crop_prob=args.mouth_crop_prob,
                            single_frame_prob=args.single_frame_prob, frames_per_clip=args.frames_per_clip,
