@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup sysdeps test lint docs pytest demo clean
+.PHONY: setup sysdeps test lint docs pytest demo demo-tiny clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,13 +30,18 @@ pytest: setup
 
 test: lint docs pytest
 
-# The main job (generation) on tiny RANDOM weights in the official layout: no download, CPU.
+# The main job (generation) on the embedded default: the trained demo model (SynthTalk) animates the bundled
+# held-out portrait with the bundled speech, on CPU, no download; it prints where the mp4 is.
 demo: setup
+	$(BIN)/fantasytalking demo --overwrite
+
+# The official-layout loading and generation path on tiny RANDOM weights (no download): a noise-like video.
+demo-tiny: setup
 	$(BIN)/python -m fantasytalking.testing make-tiny-weights outputs/tiny-weights --layout original
 	$(BIN)/fantasytalking generate --weights outputs/tiny-weights \
 		--image examples/assets/portrait.png --audio examples/assets/speech.wav \
-		--output outputs/demo.mp4 --size 128 --steps 10 --overwrite
-	@echo "video: outputs/demo.mp4 (settings: outputs/demo.json). The weights are random: see README."
+		--output outputs/tiny.mp4 --size 128 --steps 10 --overwrite
+	@echo "video: outputs/tiny.mp4 (settings: outputs/tiny.json). The weights are random: see README."
 
 clean:
 	rm -rf site .pytest_cache .ruff_cache

@@ -4,7 +4,8 @@ Copies the stage-two export and the VAE into ``src/fantasytalking/assets/demo/``
 seed, data, wall times, clip length, loss summary, held-out scores) and keeps the loss curves as CSV in
 ``benchmarks/results/demo-training/`` (step, loss) for the docs::
 
-    python examples/package_demo.py --run runs/demo --targets benchmarks/results/demo-targets-2026-11-29.json
+    python examples/package_demo.py --run runs/demo --targets benchmarks/results/demo-targets-2026-12-01.json
+    python examples/package_demo.py --update-card --targets benchmarks/results/demo-targets-2026-12-01.json  # add scores only
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def wall_seconds(folder: Path) -> float:
     return round(max(times) - start, 1)
 
 
+def heldout_scores(path: Path) -> dict[str, Any]:
+    """The card's summary of a ``benchmarks/demo_targets.py`` record (the rows without their per-clip values)."""
+    targets = json.loads(path.read_text())
+    return {
+        "date": targets["date"], "commit": targets["commit"], "checks": targets["checks"],
+        "generation": targets.get("generation"), "record": f"benchmarks/results/{path.name}",
+        "rows": [{k: v for k, v in r.items() if k != "per_clip"} for r in targets["rows"]],
+    }  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -70,21 +81,46 @@ def main() -> int:
     p.add_argument("--targets", type=Path, default=None, help="demo_targets.py JSON of this run")
     p.add_argument("--wall", type=json.loads, default=None,
                    help='measured wall times in seconds, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}')  # fmt: skip
+    p.add_argument("--stage2", type=Path, nargs="+", default=None,
+                   help="stage-two run folders in order (a run continued from the one before it); the export is "
+                   "the last one's (default: RUN/stage2)")  # fmt: skip
+    p.add_argument("--vae-steps", type=int, default=None, help="the step the VAE was exported at (--export-from)")
+    p.add_argument("--audio-cfg", type=float, default=2.5, help="audio guidance the demo generates with")
+    p.add_argument("--vae-start", default="the 4x8x8 demo VAE of commit 8ac4415 (1,200 steps: 800 from scratch, then "
+                   "400 from that export; examples/train_demo.sh step 2a)",
+                   help="what the VAE run started from (recorded in the card)")  # fmt: skip
+    p.add_argument("--update-card", action="store_true",
+                   help="only add --targets to the packaged card.json (targets measured after packaging; no run needed)")
     args = p.parse_args()
+    if args.update_card:
+        if args.targets is None:
+            p.error("--update-card needs --targets (a demo_targets.py JSON)")
+        card = json.loads((ASSETS / "card.json").read_text())
+        card["heldout_scores"] = heldout_scores(args.targets)
+        (ASSETS / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        print(f"added the held-out scores of {args.targets} to {ASSETS / 'card.json'}")
+        return 0
     run = args.run
+    stage2_dirs = args.stage2 or [run / "stage2"]
+    runs = [("vae", run / "vae" / "train"), ("stage1", run / "stage1"), *((d.name, d) for d in stage2_dirs)]
 
     ASSETS.mkdir(parents=True, exist_ok=True)
-    half_copy(run / "stage2" / "conditioning.safetensors", ASSETS / "model.safetensors")
+    half_copy(stage2_dirs[-1] / "conditioning.safetensors", ASSETS / "model.safetensors")
     half_copy(run / "stage1" / "conditioning.safetensors", ASSETS / "stage1.safetensors")  # the stage-one-only row
     if (ASSETS / "vae").exists():
         shutil.rmtree(ASSETS / "vae")
     shutil.copytree(run / "vae", ASSETS / "vae", ignore=shutil.ignore_patterns("train"))
 
     CURVES.mkdir(parents=True, exist_ok=True)
+    heldout_vae = run / "vae" / "train" / "heldout.csv"  # ReconstructionMonitor: step, psnr, mouth_r, mouth_ratio
+    vae_scores = list(csv.DictReader(heldout_vae.read_text().splitlines())) if heldout_vae.is_file() else []
+    if vae_scores:
+        shutil.copyfile(heldout_vae, CURVES / "vae-heldout.csv")
     summary: dict[str, Any] = {}
-    for name, folder, column in (("vae", run / "vae" / "train", "train/loss"), ("stage1", run / "stage1", "train/loss"),
-                                 ("stage2", run / "stage2", "train/loss")):  # fmt: skip
-        points = curve(metrics_csv(folder), column)
+    for name, folder in runs:
+        points = curve(metrics_csv(folder), "train/loss")
+        if name == "vae" and args.vae_steps:  # the export was taken at this step (a run stopped later)
+            points = [(step, value) for step, value in points if step < args.vae_steps]
         with open(CURVES / f"{name}.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["step", "loss"])
@@ -92,9 +128,7 @@ def main() -> int:
         first, last = points[: max(len(points) // 10, 1)], points[-max(len(points) // 10, 1) :]
         summary[name] = {"steps": points[-1][0] + 1, "loss_first_10pct": sum(v for _, v in first) / len(first),
                          "loss_last_10pct": sum(v for _, v in last) / len(last)}  # fmt: skip
-    wall = args.wall or {name: wall_seconds(folder) for name, folder in (("vae", run / "vae" / "train"),
-                                                                        ("stage1", run / "stage1"),
-                                                                        ("stage2", run / "stage2"))}  # fmt: skip
+    wall = args.wall or {name: wall_seconds(folder) for name, folder in runs}
     data = json.loads((args.shards / "synthtalk.json").read_text())
     inputs = json.loads((ASSETS / "inputs.json").read_text()) if (ASSETS / "inputs.json").exists() else {}
     from fantasytalking.training.export import read_export
@@ -102,8 +136,10 @@ def main() -> int:
     stage2 = read_export(ASSETS / "model.safetensors")[1]["training"]
     card = {
         "what": "FantasyTalking's architecture at demo size, trained on SynthTalk (docs/demo.md)",
-        "command": "bash examples/train_demo.sh runs/demo && python examples/package_demo.py --run runs/demo",
-        "seed": int(stage2.get("seed", 0)),
+        "command": "bash examples/train_demo.sh runs/demo (data, VAE, both stages, targets, this package)",
+        # the seed the frozen random umT5 / CLIP are rebuilt from (load_demo), i.e. backbone.seed of the training
+        "seed": int(stage2.get("backbone", {}).get("seed", 0)),
+        "training_seeds": {"data_and_draws": stage2.get("seed"), "backbone": stage2.get("backbone", {}).get("seed")},
         "data": {k: data[k] for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages")},
         "heldout": "fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 "
         "--seed 1 --split heldout",
@@ -113,15 +149,20 @@ def main() -> int:
         "device": "CPU, 2 cores (shared), torch 2.11, float32 (weights stored in float16)",
         "losses": summary,
         "training_config": {k: stage2.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
-        "generation": {"num_inference_steps": 20, "prompt_cfg": 1.0, "audio_cfg": 4.5},
+        "vae": {
+            "what": "AutoencoderKLWan, z 16, spatial stride 8, no temporal compression (per frame), base 16, "
+            "dim_mult [1,2,2,2], Wan2.2 residual blocks",
+            "command": "python -m fantasytalking.training.vae --init-per-frame <4x8x8 VAE> --steps 400 --lr 2e-4 "
+            "--batch-size 16 --crop-size 48 --mouth-crop-prob 0.5 --mouth-weight 2 --single-frame-prob 1.0 "
+            "--frames-per-clip 4 --seed 0 (examples/train_demo.sh, step 2b)",
+            "started_from": args.vae_start,
+            "heldout_scores": [{k: float(v) for k, v in row.items()} for row in vae_scores],
+        },
+        "generation": {"num_inference_steps": 20, "prompt_cfg": 1.0, "audio_cfg": args.audio_cfg},
         "inputs": inputs,
     }
     if args.targets is not None:
-        targets = json.loads(args.targets.read_text())
-        card["heldout_scores"] = {
-            "date": targets["date"], "commit": targets["commit"], "checks": targets["checks"],
-            "rows": [{k: v for k, v in r.items() if k != "per_clip"} for r in targets["rows"]],
-        }  # fmt: skip
+        card["heldout_scores"] = heldout_scores(args.targets)
     (ASSETS / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"packaged {run} into {ASSETS} ({size / 2**20:.1f} MB)")

@@ -36,6 +36,10 @@ from fantasytalking.errors import FantasyTalkingError
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+#: Where `fantasytalking demo` writes by default.
+DEMO_OUTPUT = Path("outputs/demo.mp4")
+
+
 def _steps_range(text: str) -> tuple[int, int]:
     try:
         first, last = (int(v) for v in text.split("-"))
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a packaged demo model folder (default: the one shipped in the package; see docs/demo.md)")
     demo.add_argument("--image", type=Path, default=None, help="portrait (default: the bundled SynthTalk face)")
     demo.add_argument("--audio", type=Path, default=None, help="speech (default: the bundled sentence)")
-    demo.add_argument("--output", type=Path, default=Path("outputs/demo.mp4"), help="mp4 to write")
+    demo.add_argument("--output", type=Path, default=DEMO_OUTPUT, help="mp4 to write (the default's folder is created)")
     demo.add_argument("--steps", type=int, default=None, help="sampling steps (default: the demo's, 20)")
     demo.add_argument("--seed", type=int, default=defaults.seed, help="noise seed")
     demo.add_argument("--audio-cfg", type=float, default=None, help="audio guidance (default: the demo's)")
@@ -201,6 +205,8 @@ def _demo(args: argparse.Namespace) -> Path:
     from fantasytalking import io as ftio
     from fantasytalking.demo import demo_inputs, domain_note, load_demo
 
+    if args.output == DEMO_OUTPUT:  # the demo's own default place: made on a fresh checkout
+        DEMO_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     ftio.check_output_path(args.output, overwrite=args.overwrite)
     bundled_image, bundled_audio = demo_inputs(args.demo_dir)
     image = ftio.load_image(args.image or bundled_image)

@@ -39,7 +39,7 @@ DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 
 #: Generation settings the demo was evaluated with (``docs/demo.md``); any can be overridden.
 DEMO_GENERATION: dict[str, Any] = {"num_inference_steps": 20, "max_edge": 96, "fps": 23, "max_frames": 121,
-                                   "prompt_cfg": 1.0, "audio_cfg": 4.5}  # fmt: skip
+                                   "prompt_cfg": 1.0, "audio_cfg": 2.5}  # fmt: skip
 
 #: Share of pixels in flat 3x3 neighbourhoods above which an image is taken for a drawn (SynthTalk-like) face.
 FLAT_THRESHOLD = 0.5
