@@ -419,8 +419,10 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
 
 def commit() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, cwd=ROOT,
-                                       stderr=subprocess.DEVNULL).strip()  # fmt: skip
+        # "+dirty" when the working tree differs from the commit (a record of uncommitted code says so)
+        described = subprocess.check_output(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=7"],
+                                            text=True, cwd=ROOT, stderr=subprocess.DEVNULL).strip()  # fmt: skip
+        return described
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -29,9 +29,9 @@ def test_demo_targets_smoke(tmp_path):
         pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
     demo = make_random_demo(tmp_path / "demo")
     heldout = tmp_path / "heldout"
-    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=33, seed=1, split="heldout"))
+    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=17, seed=1, split="heldout"))
     command = [sys.executable, str(ROOT / "benchmarks" / "demo_targets.py"), "--heldout", str(heldout),
-               "--frames", "33", "--clips", "2", "--motion-clips", "1", "--steps", "1", "--out", str(tmp_path / "res"),
+               "--frames", "17", "--clips", "2", "--motion-clips", "1", "--steps", "1", "--out", str(tmp_path / "res"),
                "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--seed", "0"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -42,3 +42,52 @@ def test_demo_targets_smoke(tmp_path):
     assert {"motion 0.1", "motion 0.5", "motion 1.0", "full model, face conditioner off"} <= set(names)
     assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "motion 0.1 < 0.5 < 1.0"}
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith("Demo model")
+
+
+def test_bench_demo_times_the_demo_command(tmp_path):
+    """benchmarks/bench_demo.py runs `fantasytalking demo` in a fresh process and records its wall time."""
+    import soundfile as sf
+
+    from fantasytalking.demo import demo_inputs
+    from fantasytalking.testing import make_random_demo
+
+    demo = make_random_demo(tmp_path / "demo")
+    speech, rate = sf.read(str(demo_inputs(demo)[1]), dtype="float32")
+    sf.write(tmp_path / "second.wav", speech[:rate], rate)  # 1 s: the test times the path, not the demo
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_demo.py"), "--demo-dir", str(demo), "--steps", "1",
+               "--audio", str(tmp_path / "second.wav"), "--repeats", "1", "--out", str(tmp_path / "res")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = (tmp_path / "res").glob("bench_demo-*.json")
+    record = json.loads(path.read_text())
+    (run,) = record["runs"]
+    assert run["wall_s"] > 0 and run["frames"] > 1 and run["mp4_bytes"] > 0
+    assert record["budget_s"] == 120 and record["speech_s"] == pytest.approx(1.0) and record["commit"]
+
+
+def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypatch):
+    """examples/package_demo.py --update-card: the targets of a packaged model land in its card, per-clip values
+    left in the record; the rest of the card is kept."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_demo", ROOT / "examples" / "package_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ASSETS", tmp_path)
+    (tmp_path / "card.json").write_text(json.dumps({"seed": 3, "clip_frames": 17}))
+    targets = tmp_path / "demo-targets-2026-12-01.json"
+    targets.write_text(json.dumps({
+        "date": "2026-12-01", "commit": "abc1234", "checks": {"lipsync >= 0.6": False}, "generation": {"audio_cfg": 2.5},
+        "rows": [{"name": "full model, own speech", "lipsync": 0.08, "per_clip": [{"lipsync": 0.1}]}],
+    }))  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card", "--targets", str(targets)])
+    assert module.main() == 0
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["seed"] == 3 and card["clip_frames"] == 17
+    scores = card["heldout_scores"]
+    assert scores["checks"] == {"lipsync >= 0.6": False} and scores["commit"] == "abc1234"
+    assert scores["rows"] == [{"name": "full model, own speech", "lipsync": 0.08}]
+    assert scores["record"] == "benchmarks/results/demo-targets-2026-12-01.json"
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card"])
+    with pytest.raises(SystemExit):
+        module.main()
