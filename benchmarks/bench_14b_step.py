@@ -20,11 +20,15 @@ import argparse
 import datetime as dt
 import json
 import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from variants import commit  # one record convention for every benchmark
 
 from fantasytalking.conditioning import frame_windows, gather_windows
 from fantasytalking.models import BranchInput, FantasyTalkingTransformer
@@ -37,13 +41,6 @@ WAN_14B = dict(
 )
 AUDIO_IN_DIM, AUDIO_PROJ_DIM, TEXT_LEN, IMAGE_TOKENS = 768, 2048, 512, 257
 VAE_SPATIAL, VAE_TEMPORAL, WAV2VEC_TOKENS_PER_S = 8, 4, 50
-
-
-def commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
   dropout), for the identity error;
 * requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion.
 
-Identity error here is the mean over every 8th generated frame (the first frame is the portrait itself, so it
+Identity error here is the mean over every 8th generated frame (``identity_error_over_frames``) (the first frame is the portrait itself, so it
 says nothing alone). SynthTalk faces at 96 px are below dlib's detection size: the clip's true first-frame
 landmarks stand in for face detection, as in ``benchmarks/variants.py``.
 
@@ -50,13 +50,6 @@ RESULTS = HERE / "results"
 TARGETS = {"lipsync_min": 0.6, "mismatched_max": 0.15, "silence_seconds": 0.3, "closed_min": 0.9}
 
 
-def identity_over_frames(frames: np.ndarray, reference: np.ndarray, stride: int = 8) -> float:
-    from fantasytalking.metrics import synthtalk as st
-
-    picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
-    return float(np.mean([st.identity_error(f[None], reference) for f in picks]))
-
-
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float) -> dict[str, Any]:
     from fantasytalking.metrics import synthtalk as st
 
@@ -71,7 +64,7 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float) -> dict[str, Any
     out["silent_frames"] = int(long_silent.sum())
     out["closed_in_long_silence"] = (None if not long_silent.any()
                                      else st.mouth_closed_fraction(opening[:n], long_silent))  # fmt: skip
-    out["identity_error"], _ = guarded(lambda: identity_over_frames(frames, clip["image"]))
+    out["identity_error"], _ = guarded(lambda: st.identity_error_over_frames(frames, clip["image"]))
     out["head_motion"], _ = guarded(lambda: st.head_motion(frames))
     out["motion_energy"], _ = guarded(lambda: st.motion_energy(frames))
     return out

@@ -420,9 +420,8 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
 def commit() -> str:
     try:
         # "+dirty" when the working tree differs from the commit (a record of uncommitted code says so)
-        described = subprocess.check_output(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=7"],
-                                            text=True, cwd=ROOT, stderr=subprocess.DEVNULL).strip()  # fmt: skip
-        return described
+        return subprocess.check_output(["git", "describe", "--always", "--dirty=+dirty", "--abbrev=7"],
+                                       text=True, cwd=ROOT, stderr=subprocess.DEVNULL).strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

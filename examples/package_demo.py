@@ -17,6 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fantasytalking.demo import DEMO_GENERATION
+from fantasytalking.io import write_json_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "src" / "fantasytalking" / "assets" / "demo"
 CURVES = ROOT / "benchmarks" / "results" / "demo-training"
@@ -81,11 +84,9 @@ def main() -> int:
     p.add_argument("--targets", type=Path, default=None, help="demo_targets.py JSON of this run")
     p.add_argument("--wall", type=json.loads, default=None,
                    help='measured wall times in seconds, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}')  # fmt: skip
-    p.add_argument("--stage2", type=Path, nargs="+", default=None,
-                   help="stage-two run folders in order (a run continued from the one before it); the export is "
-                   "the last one's (default: RUN/stage2)")  # fmt: skip
     p.add_argument("--vae-steps", type=int, default=None, help="the step the VAE was exported at (--export-from)")
-    p.add_argument("--audio-cfg", type=float, default=2.5, help="audio guidance the demo generates with")
+    p.add_argument("--audio-cfg", type=float, default=DEMO_GENERATION["audio_cfg"],
+                   help="audio guidance the demo generates with")
     p.add_argument("--vae-start", default="the 4x8x8 demo VAE of commit 8ac4415 (1,200 steps: 800 from scratch, then "
                    "400 from that export; examples/train_demo.sh step 2a)",
                    help="what the VAE run started from (recorded in the card)")  # fmt: skip
@@ -97,15 +98,14 @@ def main() -> int:
             p.error("--update-card needs --targets (a demo_targets.py JSON)")
         card = json.loads((ASSETS / "card.json").read_text())
         card["heldout_scores"] = heldout_scores(args.targets)
-        (ASSETS / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        write_json_atomic(ASSETS / "card.json", card)
         print(f"added the held-out scores of {args.targets} to {ASSETS / 'card.json'}")
         return 0
     run = args.run
-    stage2_dirs = args.stage2 or [run / "stage2"]
-    runs = [("vae", run / "vae" / "train"), ("stage1", run / "stage1"), *((d.name, d) for d in stage2_dirs)]
+    runs = [("vae", run / "vae" / "train"), ("stage1", run / "stage1"), ("stage2", run / "stage2")]
 
     ASSETS.mkdir(parents=True, exist_ok=True)
-    half_copy(stage2_dirs[-1] / "conditioning.safetensors", ASSETS / "model.safetensors")
+    half_copy(run / "stage2" / "conditioning.safetensors", ASSETS / "model.safetensors")
     half_copy(run / "stage1" / "conditioning.safetensors", ASSETS / "stage1.safetensors")  # the stage-one-only row
     if (ASSETS / "vae").exists():
         shutil.rmtree(ASSETS / "vae")
@@ -158,12 +158,13 @@ def main() -> int:
             "started_from": args.vae_start,
             "heldout_scores": [{k: float(v) for k, v in row.items()} for row in vae_scores],
         },
-        "generation": {"num_inference_steps": 20, "prompt_cfg": 1.0, "audio_cfg": args.audio_cfg},
+        "generation": {"num_inference_steps": DEMO_GENERATION["num_inference_steps"],
+                       "prompt_cfg": DEMO_GENERATION["prompt_cfg"], "audio_cfg": args.audio_cfg},
         "inputs": inputs,
     }
     if args.targets is not None:
         card["heldout_scores"] = heldout_scores(args.targets)
-    (ASSETS / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_json_atomic(ASSETS / "card.json", card)
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"packaged {run} into {ASSETS} ({size / 2**20:.1f} MB)")
     return 0

@@ -50,4 +50,4 @@ $PY examples/finetune.py fit --config examples/configs/stage2.yaml --config exam
 # 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package.
 $PY benchmarks/demo_targets.py --model "$RUN/stage2/conditioning.safetensors" \
     --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae" --seed 0 --clips 8 --motion-clips 4 --audio-cfg 2.5
-$PY examples/package_demo.py --run "$RUN" --stage2 "$RUN/stage2" --vae-steps 400 --audio-cfg 2.5 --targets "benchmarks/results/demo-targets-$(date +%F).json"
+$PY examples/package_demo.py --run "$RUN" --vae-steps 400 --audio-cfg 2.5 --targets "benchmarks/results/demo-targets-$(date +%F).json"

@@ -78,6 +78,19 @@ def test_identity_error_same_vs_other() -> None:
     assert e_other > 0.08 and e_other > 4 * e_same
 
 
+def test_identity_error_over_frames_skips_the_first_frame_and_averages_the_picks() -> None:
+    a, other = make_clip(CFG, 0), make_clip(CFG, 6)
+    # frame 0 is the reference's own person, every later frame another one: only the later frames count
+    video = np.concatenate([a.frames[:1], other.frames[1:]])
+    picks = video[4::4]
+    expected = np.mean([M.identity_error(f[None], a.frames[0]) for f in picks])
+    assert M.identity_error_over_frames(video, a.frames[0], stride=4) == pytest.approx(expected)
+    assert M.identity_error_over_frames(video, a.frames[0], stride=4) > 0.08
+    short = video[:3]  # shorter than the stride: its last frame
+    assert M.identity_error_over_frames(short, a.frames[0], stride=4) == pytest.approx(
+        M.identity_error(short[-1:], a.frames[0]))
+
+
 def test_correlation_edge_cases() -> None:
     assert M.lipsync_correlation([0, 0, 0], [0, 1, 0]) == 0.0
     assert M.lipsync_correlation([0, 1, 2], [0, 2, 4]) == pytest.approx(1.0)

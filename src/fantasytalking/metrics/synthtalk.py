@@ -44,6 +44,7 @@ __all__ = [
     "face_regions",
     "head_motion",
     "identity_error",
+    "identity_error_over_frames",
     "identity_features",
     "lipsync_correlation",
     "long_silences",
@@ -243,6 +244,14 @@ def identity_error(video: Any, reference: Any) -> float:
     a = identity_features(frames)
     b = _reference_features(reference, frames.shape[1])
     return float(np.abs(a - b).mean())
+
+
+def identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> float:
+    """Mean :func:`identity_error` of every ``stride``-th frame from frame ``stride`` on (the first frame of an
+    image-to-video clip is the reference itself, so it says nothing alone); the last frame for shorter videos."""
+    frames = as_frames(video)
+    picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
+    return float(np.mean([identity_error(f[None], reference) for f in picks]))
 
 
 def head_motion(video: Any) -> float:
