@@ -23,7 +23,7 @@ count)::
 
 Full mode (one GPU; the same code path on the ``demo`` preset: each variant is the demo recipe of docs/demo.md,
 trained from scratch on 1,600 SynthTalk clips of 17 frames at 96 px with the packaged demo VAE, and scored on
-81-frame held-out clips generated in 17-frame segments with 20 steps)::
+81-frame held-out clips, each generated as one clip with 20 steps, as the demo does)::
 
     python benchmarks/variants.py --full                # -> benchmarks/results/variants-full-<date>.{json,md}
     python benchmarks/variants.py --full --train-steps 5000 --train-arg=--trainer.precision=bf16-mixed
@@ -68,7 +68,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: Settings of the two modes (every one overridable on the command line).
 #: ``preset``: the model size (``tiny``: random 2-block models; ``demo``: the demo preset with the packaged demo VAE,
 #: ``vae`` overriding it); ``frames``: training clip length; ``heldout_frames``: held-out clip length (0: the same),
-#: generated in segments of ``frames`` when longer.
+#: generated as one clip even when longer (consecutive clips of ``frames`` lose the lip sync: docs/design.md).
 QUICK: dict[str, Any] = dict(preset="tiny", vae="", train_clips=8, heldout_clips=3, size=64, frames=9,
                              heldout_frames=0, fps=23, train_steps=4, steps=2, batch_size=2, seed=0,
                              accelerator="cpu", device="cpu")  # fmt: skip
@@ -386,7 +386,7 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
             entry: dict[str, Any] = {"key": clip["key"]}
             kwargs: dict[str, Any] = dict(num_inference_steps=steps, max_edge=s["size"], fps=int(s["fps"]),
                                           max_frames=heldout_frames(s), seed=s["seed"], progress=False,
-                                          segment_frames=s["frames"] if heldout_frames(s) > s["frames"] else 0,
+                                          segment_frames=0,  # one clip, as the demo (docs/design.md)
                                           audio_guidance_steps=partial if row.guidance == "partial" else None)  # fmt: skip
             if row.motion is not None and has_motion:
                 kwargs.update(face_motion=row.motion, body_motion=row.motion)

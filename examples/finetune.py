@@ -149,7 +149,7 @@ def run_quickstart(argv: list[str]) -> int:
     known = parser.parse_args(argv)
 
     from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
-    from fantasytalking.demo import DEMO_DIR, demo_card
+    from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, demo_card
 
     def demo_dir_file(directory: Path | None, name: str) -> Path:
         from fantasytalking.errors import WeightsError
@@ -213,12 +213,13 @@ def run_quickstart(argv: list[str]) -> int:
 
     clip = make_clip(SynthConfig(size=size, num_frames=4 * frames - 3, seed=known.seed, split="heldout"), 0)
     pipe = demo_pipeline(vae_dir, seed=int(card["seed"]), conditioning=root / "stage2" / "conditioning.safetensors")
-    pipe.segment_frames = frames
+    pipe.segment_frames = DEMO_GENERATION["segment_frames"]  # as the demo generates: one clip (docs/design.md)
     landmarks = clip.landmarks[0]
     # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
     with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb: (None, landmarks)):
         out = pipe(Image.fromarray(clip.frames[0]), clip.audio, num_inference_steps=known.sample_steps,
-                   max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=1.0, audio_cfg=4.5, progress=False)  # fmt: skip
+                   max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=DEMO_GENERATION["prompt_cfg"],
+                   audio_cfg=DEMO_GENERATION["audio_cfg"], progress=False)  # fmt: skip
     video = pipe.save(out, root / "sample.mp4")
     truth = clip.column("open")
     scores = st.score_synthtalk(out.frames, truth, reference=clip.frames[0])

@@ -5,7 +5,7 @@ seed, data, wall times, clip length, loss summary, held-out scores) and keeps th
 ``benchmarks/results/demo-training/`` (step, loss) for the docs::
 
     python examples/package_demo.py --run runs/demo --targets benchmarks/results/demo-targets-2026-12-01.json
-    python examples/package_demo.py --update-card --targets benchmarks/results/demo-targets-2026-12-01.json  # add scores only
+    python examples/package_demo.py --update-card --targets benchmarks/results/demo-targets-2026-12-01.json  # add scores (and their settings) only
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ def heldout_scores(path: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: The card's ``generation`` keys a ``demo_targets.py`` record sets (the demo then generates as it was measured).
+MEASURED_GENERATION = ("num_inference_steps", "prompt_cfg", "audio_cfg", "segment_frames")
+
+
+def measured_generation(card: dict[str, Any], targets: Path) -> dict[str, Any]:
+    """The card's generation settings with those the held-out targets were measured with."""
+    measured = json.loads(targets.read_text()).get("generation") or {}
+    return {**card.get("generation", {}), **{k: measured[k] for k in MEASURED_GENERATION if k in measured}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -98,8 +108,9 @@ def main() -> int:
             p.error("--update-card needs --targets (a demo_targets.py JSON)")
         card = json.loads((ASSETS / "card.json").read_text())
         card["heldout_scores"] = heldout_scores(args.targets)
+        card["generation"] = measured_generation(card, args.targets)
         write_json_atomic(ASSETS / "card.json", card)
-        print(f"added the held-out scores of {args.targets} to {ASSETS / 'card.json'}")
+        print(f"added the held-out scores of {args.targets} and their generation settings to {ASSETS / 'card.json'}")
         return 0
     run = args.run
     runs = [("vae", run / "vae" / "train"), ("stage1", run / "stage1"), ("stage2", run / "stage2")]
@@ -159,11 +170,13 @@ def main() -> int:
             "heldout_scores": [{k: float(v) for k, v in row.items()} for row in vae_scores],
         },
         "generation": {"num_inference_steps": DEMO_GENERATION["num_inference_steps"],
-                       "prompt_cfg": DEMO_GENERATION["prompt_cfg"], "audio_cfg": args.audio_cfg},
+                       "prompt_cfg": DEMO_GENERATION["prompt_cfg"], "audio_cfg": args.audio_cfg,
+                       "segment_frames": DEMO_GENERATION["segment_frames"]},
         "inputs": inputs,
     }
     if args.targets is not None:
         card["heldout_scores"] = heldout_scores(args.targets)
+        card["generation"] = measured_generation(card, args.targets)
     write_json_atomic(ASSETS / "card.json", card)
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"packaged {run} into {ASSETS} ({size / 2**20:.1f} MB)")

@@ -74,10 +74,11 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "ASSETS", tmp_path)
-    (tmp_path / "card.json").write_text(json.dumps({"seed": 3, "clip_frames": 17}))
+    (tmp_path / "card.json").write_text(json.dumps({"seed": 3, "clip_frames": 17,
+                                                    "generation": {"audio_cfg": 1.0, "num_inference_steps": 20}}))
     targets = tmp_path / "demo-targets-2026-12-01.json"
     targets.write_text(json.dumps({
-        "date": "2026-12-01", "commit": "abc1234", "checks": {"lipsync >= 0.6": False}, "generation": {"audio_cfg": 2.5},
+        "date": "2026-12-01", "commit": "abc1234", "checks": {"lipsync >= 0.6": False}, "generation": {"audio_cfg": 2.5, "segment_frames": 0, "seed": 0},
         "rows": [{"name": "full model, own speech", "lipsync": 0.08, "per_clip": [{"lipsync": 0.1}]}],
     }))  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card", "--targets", str(targets)])
@@ -88,6 +89,8 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
     assert scores["checks"] == {"lipsync >= 0.6": False} and scores["commit"] == "abc1234"
     assert scores["rows"] == [{"name": "full model, own speech", "lipsync": 0.08}]
     assert scores["record"] == "benchmarks/results/demo-targets-2026-12-01.json"
+    # the demo then generates with the settings it was measured with (the noise seed is not a card setting)
+    assert card["generation"] == {"audio_cfg": 2.5, "num_inference_steps": 20, "segment_frames": 0}
     monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card"])
     with pytest.raises(SystemExit):
         module.main()

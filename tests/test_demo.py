@@ -14,6 +14,7 @@ from PIL import Image
 from fantasytalking.cli import main
 from fantasytalking.demo import (
     DEMO_DIR,
+    DEMO_GENERATION,
     FLAT_THRESHOLD,
     demo_card,
     demo_inputs,
@@ -69,7 +70,11 @@ def test_shipped_model_is_complete_and_small():
     total = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     assert total <= 50 * 2**20, f"the embedded demo is {total / 2**20:.1f} MB, over the 50 MB budget"
     shipped = load_demo()
-    assert shipped.segment_frames == card["clip_frames"]
+    # the demo generates as its held-out scores were measured (one clip for the whole speech)
+    measured = card["heldout_scores"]["generation"]
+    assert shipped.segment_frames == measured["segment_frames"] == 0
+    for key in ("num_inference_steps", "prompt_cfg", "audio_cfg", "segment_frames"):
+        assert shipped.demo_defaults[key] == measured[key], key
 
 
 @needs_shipped
@@ -113,19 +118,23 @@ def test_photo_is_out_of_domain_and_synthtalk_is_not():
 
 def test_demo_model_loads_with_its_settings(pipe, demo_dir):
     card = demo_card(demo_dir)
-    assert pipe.segment_frames == card["clip_frames"] == 17
+    assert card["clip_frames"] == 17 and pipe.segment_frames == DEMO_GENERATION["segment_frames"] == 0
     assert set(pipe.conditioning.names) == {"audio", "face", "motion"}
     assert pipe.demo_defaults["num_inference_steps"] == 2  # the card's settings override the defaults
 
 
-def test_demo_generates_a_segmented_video_of_the_speech(pipe):
+def test_demo_generates_the_speech_as_one_clip_or_in_segments(pipe):
     image, _ = demo_inputs()
     t = np.arange(int(1.0 * 16000)) / 16000
     speech = (0.3 * np.sin(2 * np.pi * 200 * t) * (t < 0.6)).astype(np.float32)
-    out = pipe(image, speech, **{**pipe.demo_defaults, "num_inference_steps": 2}, progress=False)
-    # 1.0 s at 23 fps -> int(23 // 4) * 4 + 5 = 25 frames, from 17-frame segments: 2 segments
+    settings = {**pipe.demo_defaults, "num_inference_steps": 2, "progress": False}
+    # 1.0 s at 23 fps -> int(23 // 4) * 4 + 5 = 25 frames: one clip (the demo's default) ...
+    out = pipe(image, speech, **settings)
+    assert out.frames.shape == (25, 96, 96, 3) and out.settings.segments == 1
+    # ... or, asked for, clips of the training length (17 frames): 2 segments
+    out = pipe(image, speech, **{**settings, "segment_frames": 17})
     assert out.frames.shape == (25, 96, 96, 3)
-    assert out.settings.segments == 2 and out.settings.segment_frames == pipe.segment_frames
+    assert out.settings.segments == 2 and out.settings.segment_frames == 17
 
 
 def test_cli_demo_writes_the_video_and_says_where(demo_dir, tmp_path, capsys):

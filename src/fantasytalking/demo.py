@@ -37,9 +37,11 @@ __all__ = ["DEMO_DIR", "demo_card", "demo_inputs", "domain_note", "flat_colour_f
 #: Where the embedded default lives (inside the installed package).
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 
-#: Generation settings the demo was evaluated with (``docs/demo.md``); any can be overridden.
+#: Generation settings the demo was evaluated with (``docs/demo.md``); any can be overridden. ``segment_frames`` 0:
+#: the whole speech as ONE clip, although the model was trained on 17-frame clips: on held-out clips one clip of 81
+#: or 161 frames kept lip sync and identity, and consecutive 17-frame segments lost both (docs/design.md).
 DEMO_GENERATION: dict[str, Any] = {"num_inference_steps": 20, "max_edge": 96, "fps": 23, "max_frames": 121,
-                                   "prompt_cfg": 1.0, "audio_cfg": 2.5}  # fmt: skip
+                                   "prompt_cfg": 1.0, "audio_cfg": 2.5, "segment_frames": 0}  # fmt: skip
 
 #: Share of pixels in flat 3x3 neighbourhoods above which an image is taken for a drawn (SynthTalk-like) face.
 FLAT_THRESHOLD = 0.5
@@ -70,9 +72,11 @@ def demo_inputs(directory: str | Path | None = None) -> tuple[Path, Path]:
 
 
 def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> Any:
-    """The trained demo pipeline (float32), with ``segment_frames`` = its training clip length.
+    """The trained demo pipeline (float32), with the segment length its held-out scores were measured with.
 
-    ``pipe.demo_defaults`` holds the generation settings the held-out scores were measured with.
+    ``pipe.demo_defaults`` holds the generation settings the held-out scores were measured with (the card's
+    ``generation`` over :data:`DEMO_GENERATION`), and ``pipe.segment_frames`` their ``segment_frames`` (0: one
+    clip for the whole speech).
     """
     from fantasytalking.training.presets import demo_pipeline
 
@@ -81,8 +85,8 @@ def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> An
     card = demo_card(root)
     vae = _need(root / "vae" / "config.json", "the demo VAE").parent
     pipe = demo_pipeline(vae, seed=int(card["seed"]), conditioning=model)
-    pipe.segment_frames = int(card["clip_frames"])
     pipe.demo_defaults = {**DEMO_GENERATION, **card.get("generation", {})}
+    pipe.segment_frames = int(pipe.demo_defaults["segment_frames"])
     pipe.source_files[:] = [str(model), str(vae)]
     return pipe.to(device)
 
