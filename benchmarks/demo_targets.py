@@ -11,7 +11,12 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
 * stage one alone (its export), own speech;
 * the full model without its face conditioner (the face tokens switched off at inference, as trained with face
   dropout), for the identity error;
-* requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion.
+* requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion;
+* the held-out videos themselves, scored with the same measures: what a perfect model would get (the
+  ceiling of each measure on these clips; not a target row), and ``lipsync_another_sentence``: the r of a
+  perfect model given another clip's sentence (the next clip's true opening against this clip's; sentences
+  start and end in silence, so it is not 0). ``--reference-only`` writes this row alone
+  (seconds, no model) as ``demo-targets-reference-<date>``.
 
 Identity error here is the mean over every 8th generated frame (``identity_error_over_frames``) (the first frame is the portrait itself, so it
 says nothing alone). SynthTalk faces at 96 px are below dlib's detection size: the clip's true first-frame
@@ -48,6 +53,8 @@ from variants import commit, guarded, heldout_clips  # noqa: E402
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
 TARGETS = {"lipsync_min": 0.6, "mismatched_max": 0.15, "silence_seconds": 0.3, "closed_min": 0.9}
+#: The row of the held-out videos themselves.
+REFERENCE_ROW = "held-out videos themselves (ceiling)"
 
 
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float) -> dict[str, Any]:
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment-frames", type=int, default=DEMO_GENERATION["segment_frames"],
                    help="segments of this many frames (0: one clip, the demo's default)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--reference-only", action="store_true",
+                   help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
     args = p.parse_args(argv)
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
@@ -115,6 +124,27 @@ def main(argv: list[str] | None = None) -> int:
             return pipe(Image.fromarray(clip["image"]), audio, **gen, **extra).frames
 
     rows: list[dict[str, Any]] = []
+    keys = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion", "motion_energy")
+
+    def reference_row() -> dict[str, Any]:
+        """The held-out videos themselves, scored as the generated ones are: the ceiling of each measure."""
+        from fantasytalking.metrics import synthtalk as st
+
+        start = time.perf_counter()
+        per_clip = []
+        for i, c in enumerate(clips):
+            own, other = (np.asarray(x["truth_open"], np.float32) for x in (c, clips[(i + 1) % len(clips)]))
+            n = min(len(own), len(other))
+            # a perfect model given the next clip's sentence draws that sentence's opening: its r against this one's
+            per_clip.append({"key": c["key"], **score(c["video"], c, 23.0),
+                             "lipsync_another_sentence": st.lipsync_correlation(other[:n], own[:n])})  # fmt: skip
+        summary = {k: mean([c.get(k) for c in per_clip]) for k in (*keys, "lipsync_another_sentence")}
+        print(f"{REFERENCE_ROW}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
+        return {"name": REFERENCE_ROW, "clips": len(clips), "seconds": round(time.perf_counter() - start, 1),
+                **summary, "per_clip": per_clip}  # fmt: skip
+
+    if args.reference_only:
+        return write_report(args, [reference_row()], {}, gen, suffix="reference-")
 
     def row(name: str, pipe: Any, audio_of: Any, subset: list[dict[str, Any]], **extra: Any) -> None:
         start = time.perf_counter()
@@ -122,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         for clip in subset:
             frames = run(pipe, clip, audio_of(clip), **extra)
             per_clip.append({"key": clip["key"], **score(frames, clip, 23.0)})
-        keys = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion", "motion_energy")
         summary = {k: mean([c.get(k) for c in per_clip]) for k in keys}
         rows.append({"name": name, "clips": len(subset), "seconds": round(time.perf_counter() - start, 1),
                      **summary, "per_clip": per_clip})  # fmt: skip
@@ -164,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             (f["identity_error"] or 1) < (by["full model, face conditioner off"]["identity_error"] or 0))
     if "stage one only, own speech" in by:
         checks["stage one < stage one + two"] = (by["stage one only, own speech"]["lipsync"] or 0) < (f["lipsync"] or 0)
+    rows.append(reference_row())
+    return write_report(args, rows, checks, gen, suffix="")
+
+
+def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: dict[str, bool], gen: dict[str, Any],
+                 suffix: str) -> int:  # fmt: skip
+    """Write ``demo-targets-<suffix><date>.{json,md}`` under ``args.out`` and print the table."""
     report = {
         "date": dt.date.today().isoformat(),
         "commit": commit(),
@@ -174,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS, "checks": checks, "rows": rows,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"demo-targets-{report['date']}"
+    stem = args.out / f"demo-targets-{suffix}{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
@@ -198,9 +234,14 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         lines.append(f"| {r['name']} | {r['clips']} | {f(r['lipsync'])} | {f(r['closed_in_long_silence'])} | "
                      f"{f(r['identity_error'])} | {f(r['head_motion'])} | {f(r['motion_energy'])} |")  # fmt: skip
-    lines += ["", f"Mouth closed: measured opening below {report['mouth_closed_threshold']} of the frame height.", "",
-              "| target | holds |", "|---|---|"]  # fmt: skip
-    lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in report["checks"].items()]
+    lines += ["", f"Mouth closed: measured opening below {report['mouth_closed_threshold']} of the frame height."]
+    for r in report["rows"]:
+        if r.get("lipsync_another_sentence") is not None:
+            lines.append(f"A perfect model given another clip's sentence would score lip-sync r "
+                         f"{r['lipsync_another_sentence']:.3f} here (the sentences share their silent starts and ends).")  # fmt: skip
+    if report["checks"]:
+        lines += ["", "| target | holds |", "|---|---|"]
+        lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in report["checks"].items()]
     return "\n".join(lines) + "\n"
 
 

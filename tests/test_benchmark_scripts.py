@@ -42,6 +42,16 @@ def test_demo_targets_smoke(tmp_path):
     assert {"motion 0.1", "motion 0.5", "motion 1.0", "full model, face conditioner off"} <= set(names)
     assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "motion 0.1 < 0.5 < 1.0"}
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith("Demo model")
+    # the held-out videos themselves are the last row: their own truth fits them (the measures' ceiling)
+    reference = report["rows"][-1]
+    assert reference["name"] == "held-out videos themselves (ceiling)" and "lipsync_another_sentence" in reference
+    assert reference["identity_error"] < 0.05
+    assert reference["closed_in_long_silence"] is None or reference["closed_in_long_silence"] > 0.8
+    only = subprocess.run([*command, "--reference-only", "--out", str(tmp_path / "ref")], capture_output=True,
+                          text=True, timeout=400, cwd=ROOT)  # fmt: skip
+    assert only.returncode == 0, only.stdout[-3000:] + only.stderr[-3000:]
+    (path,) = (tmp_path / "ref").glob("demo-targets-reference-*.json")
+    assert [r["name"] for r in json.loads(path.read_text())["rows"]] == [reference["name"]]
 
 
 def test_bench_demo_times_the_demo_command(tmp_path):
