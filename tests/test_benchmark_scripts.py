@@ -104,3 +104,28 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card"])
     with pytest.raises(SystemExit):
         module.main()
+
+
+@pytest.mark.slow
+def test_demo_sweep_scores_each_value_of_a_setting(tmp_path):
+    """benchmarks/demo_sweep.py on a random demo model: one row per value, each scored on the chosen clips."""
+    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, write_synthtalk
+    from fantasytalking.testing import make_random_demo
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
+    demo = make_random_demo(tmp_path / "demo")
+    heldout = tmp_path / "heldout"
+    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=17, seed=1, split="heldout"))
+    command = [sys.executable, str(ROOT / "benchmarks" / "demo_sweep.py"), "--setting", "num_inference_steps",
+               "--values", "1", "2", "--clips", "0", "1", "--heldout", str(heldout), "--frames", "17",
+               "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--out", str(tmp_path / "res")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = (tmp_path / "res").glob("demo-sweep-num_inference_steps-*.json")
+    report = json.loads(path.read_text())
+    assert [r["value"] for r in report["rows"]] == [1, 2]
+    assert all(len(r["per_clip"]) == 2 and r["identity_error"] is not None for r in report["rows"])
+    past = subprocess.run([*command[:-2], "--clips", "5", "--out", str(tmp_path / "bad")], capture_output=True,
+                          text=True, timeout=400, cwd=ROOT)  # fmt: skip
+    assert past.returncode == 2 and "past the 2 held-out clips" in past.stderr

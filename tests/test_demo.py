@@ -143,7 +143,8 @@ def test_cli_demo_writes_the_video_and_says_where(demo_dir, tmp_path, capsys):
     printed = capsys.readouterr()
     assert str(out.resolve()) in printed.out and out.is_file() and out.with_suffix(".json").is_file()
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["settings"]["segments"] >= 5  # ~4 s of speech in 17-frame segments
+    # the whole ~4 s of bundled speech as one clip: int(23 * 4.04 // 4) * 4 + 5 = 97 frames
+    assert record["settings"]["segments"] == 1 and record["settings"]["num_frames"] == 97
     assert "note:" not in printed.err  # a SynthTalk portrait is in the demo's domain
 
 
