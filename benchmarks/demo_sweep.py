@@ -13,9 +13,6 @@ Writes ``benchmarks/results/demo-sweep-<setting>-<date>.{json,md}`` (device, dat
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,8 +22,8 @@ from unittest import mock
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from demo_targets import mean, score  # noqa: E402
-from variants import commit, heldout_clips  # noqa: E402
+from demo_targets import mean, record_header, save_record, score  # noqa: E402
+from variants import heldout_clips  # noqa: E402
 
 #: Settings the sweep can vary, with their type (the rest of the generation stays the demo's).
 SETTINGS = {"audio_cfg": float, "prompt_cfg": float, "num_inference_steps": int, "segment_frames": int,
@@ -73,17 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"value": value, "seconds": round(time.perf_counter() - start, 1), **summary, "per_clip": per_clip})
         print(f"{args.setting} {value}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None),
               flush=True)  # fmt: skip
-    report = {
-        "date": dt.date.today().isoformat(), "commit": commit(),
-        "device": f"CPU ({platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores)",
-        "model": str(args.model), "setting": args.setting, "clips": args.clips, "generation": base, "rows": rows,
-    }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"demo-sweep-{args.setting}-{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    return 0
+    report = {**record_header(), "model": str(args.model), "setting": args.setting, "clips": args.clips,
+              "generation": base, "rows": rows}  # fmt: skip
+    return save_record(args.out, f"demo-sweep-{args.setting}-", report, markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -201,19 +202,28 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
                  suffix: str) -> int:  # fmt: skip
     """Write ``demo-targets-<suffix><date>.{json,md}`` under ``args.out`` and print the table."""
     report = {
-        "date": dt.date.today().isoformat(),
-        "commit": commit(),
-        "device": f"CPU ({platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores)",
+        **record_header(),
         "model": str(args.model), "stage1": str(args.stage1) if args.stage1.exists() else None,
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "rows": rows,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"demo-targets-{suffix}{report['date']}"
+    return save_record(args.out, f"demo-targets-{suffix}", report, markdown(report))
+
+
+def record_header() -> dict[str, Any]:
+    """Date, commit and device of a record made now."""
+    return {"date": dt.date.today().isoformat(), "commit": commit(),
+            "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"}  # fmt: skip
+
+
+def save_record(out: Path, prefix: str, report: dict[str, Any], text: str) -> int:
+    """Write ``<out>/<prefix><date>.json`` and its markdown ``.md``, print the markdown; 0 (the exit code)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{prefix}{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 

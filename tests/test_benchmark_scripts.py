@@ -10,6 +10,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def random_demo_and_heldout(tmp_path: Path) -> tuple[Path, Path]:
+    """A random demo model folder and two 17-frame held-out SynthTalk clips (skips without espeak-ng)."""
+    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, write_synthtalk
+    from fantasytalking.testing import make_random_demo
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
+    heldout = tmp_path / "heldout"
+    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=17, seed=1, split="heldout"))
+    return make_random_demo(tmp_path / "demo"), heldout
+
+
 @pytest.mark.parametrize("extra", [[], ["--batch-passes"]])
 def test_bench_14b_step_smoke(tmp_path, extra):
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_14b_step.py"), "--steps", "1", "--warmup", "0",
@@ -22,14 +34,7 @@ def test_bench_14b_step_smoke(tmp_path, extra):
 @pytest.mark.slow
 def test_demo_targets_smoke(tmp_path):
     """benchmarks/demo_targets.py on a random demo model folder: two short held-out clips, one step."""
-    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, write_synthtalk
-    from fantasytalking.testing import make_random_demo
-
-    if not espeak_available():
-        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
-    demo = make_random_demo(tmp_path / "demo")
-    heldout = tmp_path / "heldout"
-    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=17, seed=1, split="heldout"))
+    demo, heldout = random_demo_and_heldout(tmp_path)
     command = [sys.executable, str(ROOT / "benchmarks" / "demo_targets.py"), "--heldout", str(heldout),
                "--frames", "17", "--clips", "2", "--motion-clips", "1", "--steps", "1", "--out", str(tmp_path / "res"),
                "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--seed", "0"]  # fmt: skip
@@ -109,14 +114,7 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
 @pytest.mark.slow
 def test_demo_sweep_scores_each_value_of_a_setting(tmp_path):
     """benchmarks/demo_sweep.py on a random demo model: one row per value, each scored on the chosen clips."""
-    from fantasytalking.data.synthtalk import SynthConfig, espeak_available, write_synthtalk
-    from fantasytalking.testing import make_random_demo
-
-    if not espeak_available():
-        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
-    demo = make_random_demo(tmp_path / "demo")
-    heldout = tmp_path / "heldout"
-    write_synthtalk(SynthConfig(out_dir=heldout, clips=2, size=96, num_frames=17, seed=1, split="heldout"))
+    demo, heldout = random_demo_and_heldout(tmp_path)
     command = [sys.executable, str(ROOT / "benchmarks" / "demo_sweep.py"), "--setting", "num_inference_steps",
                "--values", "1", "2", "--clips", "0", "1", "--heldout", str(heldout), "--frames", "17",
                "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--out", str(tmp_path / "res")]  # fmt: skip
