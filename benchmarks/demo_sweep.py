@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=81, help="frames of the held-out clips")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
+    header = record_header()  # the commit of the code that runs, read before the tree can change
     values = [SETTINGS[args.setting](v) for v in args.values]
 
     available = heldout_clips(args.heldout, {"frames": args.frames, "fps": 23})
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"value": value, "seconds": round(time.perf_counter() - start, 1), **summary, "per_clip": per_clip})
         print(f"{args.setting} {value}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None),
               flush=True)  # fmt: skip
-    report = {**record_header(), "model": str(args.model), "setting": args.setting, "clips": args.clips,
+    report = {**header, "model": str(args.model), "setting": args.setting, "clips": args.clips,
               "generation": base, "rows": rows}  # fmt: skip
     return save_record(args.out, f"demo-sweep-{args.setting}-", report, markdown(report))
 

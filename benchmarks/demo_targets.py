@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-only", action="store_true",
                    help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
     args = p.parse_args(argv)
+    args.header = record_header()  # the commit of the code that runs, read before the tree can change
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
     settings = {"frames": args.frames, "fps": 23}
@@ -202,7 +203,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
                  suffix: str) -> int:  # fmt: skip
     """Write ``demo-targets-<suffix><date>.{json,md}`` under ``args.out`` and print the table."""
     report = {
-        **record_header(),
+        **args.header,
         "model": str(args.model), "stage1": str(args.stage1) if args.stage1.exists() else None,
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
