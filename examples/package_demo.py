@@ -67,9 +67,9 @@ def wall_seconds(folder: Path) -> float:
     return round(max(times) - start, 1)
 
 
-def heldout_scores(path: Path) -> dict[str, Any]:
-    """The card's summary of a ``benchmarks/demo_targets.py`` record (the rows without their per-clip values)."""
-    targets = json.loads(path.read_text())
+def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
+    """The card's summary of a ``benchmarks/demo_targets.py`` record ``targets`` read from ``path`` (the rows
+    without their per-clip values)."""
     return {
         "date": targets["date"], "commit": targets["commit"], "checks": targets["checks"],
         "generation": targets.get("generation"), "record": f"benchmarks/results/{path.name}",
@@ -81,9 +81,9 @@ def heldout_scores(path: Path) -> dict[str, Any]:
 MEASURED_GENERATION = ("num_inference_steps", "prompt_cfg", "audio_cfg", "segment_frames")
 
 
-def measured_generation(card: dict[str, Any], targets: Path) -> dict[str, Any]:
-    """The card's generation settings with those the held-out targets were measured with."""
-    measured = json.loads(targets.read_text()).get("generation") or {}
+def measured_generation(card: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
+    """The card's generation settings with those the held-out targets (a demo_targets.py record) were measured with."""
+    measured = targets.get("generation") or {}
     return {**card.get("generation", {}), **{k: measured[k] for k in MEASURED_GENERATION if k in measured}}
 
 
@@ -107,8 +107,9 @@ def main() -> int:
         if args.targets is None:
             p.error("--update-card needs --targets (a demo_targets.py JSON)")
         card = json.loads((ASSETS / "card.json").read_text())
-        card["heldout_scores"] = heldout_scores(args.targets)
-        card["generation"] = measured_generation(card, args.targets)
+        targets = json.loads(args.targets.read_text())
+        card["heldout_scores"] = heldout_scores(args.targets, targets)
+        card["generation"] = measured_generation(card, targets)
         write_json_atomic(ASSETS / "card.json", card)
         print(f"added the held-out scores of {args.targets} and their generation settings to {ASSETS / 'card.json'}")
         return 0
@@ -175,8 +176,9 @@ def main() -> int:
         "inputs": inputs,
     }
     if args.targets is not None:
-        card["heldout_scores"] = heldout_scores(args.targets)
-        card["generation"] = measured_generation(card, args.targets)
+        targets = json.loads(args.targets.read_text())
+        card["heldout_scores"] = heldout_scores(args.targets, targets)
+        card["generation"] = measured_generation(card, targets)
     write_json_atomic(ASSETS / "card.json", card)
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"packaged {run} into {ASSETS} ({size / 2**20:.1f} MB)")
