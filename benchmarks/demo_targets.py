@@ -7,16 +7,28 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
 * full model (stage one + two) with the clip's own speech: lip-sync r, mouth closed in silences > 0.3 s,
   identity error;
 * the same model with the speech replaced by silence, and by another held-out clip's sentence (r against the
-  TRUE opening of the clip's own speech: a model that follows its audio scores ~0 here);
+  TRUE opening of the clip's own speech). The other sentence is the CONTROL SENTENCE of the clip: of all the
+  held-out clips, the one whose true opening correlates least (smallest ``|r|``) with the clip's own, so a model
+  that follows its audio scores ~0 here (held-out sentences all start and end in silence, so a sentence picked
+  without looking, such as the next clip's, correlates ~0.25 with the clip's own and a perfect model would fail
+  the 0.15 target). The row also records ``lipsync_given`` (r against the truth of the sentence it was given:
+  does it follow the new audio?) and ``lipsync_ceiling`` (r of the control's truth against the clip's: what a
+  perfect model scores on the row);
 * stage one alone (its export), own speech;
 * the full model without its face conditioner (the face tokens switched off at inference, as trained with face
   dropout), for the identity error;
 * requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion;
+* the held-out videos after a round trip through the demo VAE (encode, decode; no diffusion): the ceiling of the
+  demo ARCHITECTURE on each measure, since every generated frame comes out of that decoder (not a target row);
 * the held-out videos themselves, scored with the same measures: what a perfect model would get (the
   ceiling of each measure on these clips; not a target row), and ``lipsync_another_sentence``: the r of a
-  perfect model given another clip's sentence (the next clip's true opening against this clip's; sentences
-  start and end in silence, so it is not 0). ``--reference-only`` writes this row alone
+  perfect model given the control sentence. ``--reference-only`` writes this row alone
   (seconds, no model) as ``demo-targets-reference-<date>``.
+
+``--only ROW... --reuse RECORD`` re-runs the named rows and takes every other row from an earlier record of the
+same model, clips and generation settings (each reused row keeps the date and commit it was measured at); the
+checks are computed over the merged rows. A record never overwrites another: a second run on one day is
+``<name>-<date>-2``.
 
 Identity error here is the mean over every 8th generated frame (``identity_error_over_frames``) (the first frame is the portrait itself, so it
 says nothing alone). SynthTalk faces at 96 px are below dlib's detection size: the clip's true first-frame
@@ -27,6 +39,8 @@ landmarks stand in for face detection, as in ``benchmarks/variants.py``.
     python benchmarks/demo_targets.py                          # the shipped model, 16 held-out clips
     python benchmarks/demo_targets.py --model runs/demo/stage2/conditioning.safetensors \\
         --stage1 runs/demo/stage1/conditioning.safetensors --vae runs/demo/vae --clips 32
+    python benchmarks/demo_targets.py --clips 8 --motion-clips 4 --only another vae reference \\
+        --reuse benchmarks/results/demo-targets-2026-12-02.json     # re-run three rows, keep the rest
 
 Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commit, settings, per-clip values).
 """
@@ -35,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -56,6 +71,14 @@ RESULTS = HERE / "results"
 TARGETS = {"lipsync_min": 0.6, "mismatched_max": 0.15, "silence_seconds": 0.3, "closed_min": 0.9}
 #: The row of the held-out videos themselves.
 REFERENCE_ROW = "held-out videos themselves (ceiling)"
+#: The row of the held-out videos through the demo VAE and back.
+VAE_ROW = "held-out videos through the demo VAE (architecture ceiling)"
+ANOTHER_ROW = "full model, another sentence"
+FACE_OFF_ROW = "full model, face conditioner off"
+STAGE1_ROW = "stage one only, own speech"
+MOTION_LEVELS = (0.1, 0.5, 1.0)
+#: ``--only`` keys, in the order the rows run.
+ROW_KEYS = ("own", "silence", "another", "face-off", "motion", "stage1", "vae", "reference")
 
 
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float) -> dict[str, Any]:
@@ -105,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment-frames", type=int, default=DEMO_GENERATION["segment_frames"],
                    help="segments of this many frames (0: one clip, the demo's default)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--only", nargs="+", choices=ROW_KEYS, default=None, metavar="ROW",
+                   help=f"measure only these rows ({', '.join(ROW_KEYS)}); with --reuse the others come from there")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="an earlier demo-targets-*.json of the same model and settings: the rows not re-run")
     p.add_argument("--reference-only", action="store_true",
                    help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
     args = p.parse_args(argv)
@@ -112,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
     settings = {"frames": args.frames, "fps": 23}
-    clips = heldout_clips(args.heldout, settings)[: args.clips]
+    pool = heldout_clips(args.heldout, settings)  # every held-out clip: the candidates for control sentences
+    clips = pool[: args.clips]
     print(f"{len(clips)} held-out clips from {args.heldout}", flush=True)
     gen = dict(num_inference_steps=args.steps, max_edge=DEMO_GENERATION["max_edge"], fps=23, max_frames=args.frames,
                prompt_cfg=1.0, audio_cfg=args.audio_cfg, segment_frames=args.segment_frames, seed=0, progress=False)  # fmt: skip
+    reuse = load_reuse(args, clips, gen) if args.reuse else None
+    selected = set(args.only) if args.only else set(ROW_KEYS)
+    control = control_sentences(clips, pool)  # key -> the pool clip whose truth is least correlated
 
     def pipeline(export: Path) -> Any:
         return demo_pipeline(args.vae, seed=seed, conditioning=export)
@@ -128,75 +159,190 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     keys = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion", "motion_energy")
 
-    def reference_row() -> dict[str, Any]:
+    def finish(name: str, start: float, per_clip: list[dict[str, Any]], extra_keys: tuple[str, ...] = ()) -> None:
+        summary = {k: mean([c.get(k) for c in per_clip]) for k in (*keys, *extra_keys)}
+        rows.append({"name": name, "clips": len(per_clip), "seconds": round(time.perf_counter() - start, 1),
+                     **summary, "per_clip": per_clip})  # fmt: skip
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
+
+    def reference_row() -> None:
         """The held-out videos themselves, scored as the generated ones are: the ceiling of each measure."""
         from fantasytalking.metrics import synthtalk as st
 
         start = time.perf_counter()
         per_clip = []
-        for i, c in enumerate(clips):
-            own, other = (np.asarray(x["truth_open"], np.float32) for x in (c, clips[(i + 1) % len(clips)]))
-            n = min(len(own), len(other))
-            # a perfect model given the next clip's sentence draws that sentence's opening: its r against this one's
-            per_clip.append({"key": c["key"], **score(c["video"], c, 23.0),
-                             "lipsync_another_sentence": st.lipsync_correlation(other[:n], own[:n])})  # fmt: skip
-        summary = {k: mean([c.get(k) for c in per_clip]) for k in (*keys, "lipsync_another_sentence")}
-        print(f"{REFERENCE_ROW}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
-        return {"name": REFERENCE_ROW, "clips": len(clips), "seconds": round(time.perf_counter() - start, 1),
-                **summary, "per_clip": per_clip}  # fmt: skip
+        for c in clips:
+            own_truth, other_truth = (np.asarray(x["truth_open"], np.float32) for x in (c, control[c["key"]]))
+            n = min(len(own_truth), len(other_truth))
+            # a perfect model given the control sentence draws that sentence's opening: its r against this one's
+            per_clip.append({"key": c["key"], "control": control[c["key"]]["key"], **score(c["video"], c, 23.0),
+                             "lipsync_another_sentence": st.lipsync_correlation(other_truth[:n], own_truth[:n])})  # fmt: skip
+        finish(REFERENCE_ROW, start, per_clip, ("lipsync_another_sentence",))
 
-    if args.reference_only:
-        return write_report(args, [reference_row()], {}, gen, suffix="reference-")
+    def vae_row(pipe: Any) -> None:
+        """The held-out videos through the demo VAE and back: what any model decoded by it can reach at best."""
+        start = time.perf_counter()
+        finish(VAE_ROW, start, [{"key": c["key"], **score(vae_round_trip(pipe.vae, c["video"]), c, 23.0)} for c in clips])
 
     def row(name: str, pipe: Any, audio_of: Any, subset: list[dict[str, Any]], **extra: Any) -> None:
         start = time.perf_counter()
-        per_clip = []
-        for clip in subset:
-            frames = run(pipe, clip, audio_of(clip), **extra)
-            per_clip.append({"key": clip["key"], **score(frames, clip, 23.0)})
-        summary = {k: mean([c.get(k) for c in per_clip]) for k in keys}
-        rows.append({"name": name, "clips": len(subset), "seconds": round(time.perf_counter() - start, 1),
-                     **summary, "per_clip": per_clip})  # fmt: skip
-        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
+        per_clip = [{"key": clip["key"], **score(run(pipe, clip, audio_of(clip), **extra), clip, 23.0)}
+                    for clip in subset]  # fmt: skip
+        finish(name, start, per_clip)
 
-    full = pipeline(args.model)
+    def another_row(pipe: Any) -> None:
+        """Each clip's portrait with its control sentence; r against its own truth, the given one's, the ceiling."""
+        from fantasytalking.metrics import synthtalk as st
+
+        start = time.perf_counter()
+        per_clip = []
+        for clip in clips:
+            other = control[clip["key"]]
+            frames = run(pipe, clip, other["audio"])
+            scores = score(frames, clip, 23.0)
+            opening, given, own_truth = st.mouth_opening(frames), other["truth_open"], clip["truth_open"]
+            n = min(len(opening), len(given), len(own_truth))
+            per_clip.append({"key": clip["key"], "control": other["key"], **scores,
+                             "lipsync_given": st.lipsync_correlation(opening[:n], given[:n]),
+                             "lipsync_ceiling": st.lipsync_correlation(given[:n], own_truth[:n])})  # fmt: skip
+        finish(ANOTHER_ROW, start, per_clip, ("lipsync_given", "lipsync_ceiling"))
+
+    if args.reference_only:
+        reference_row()
+        return write_report(args, rows, {}, gen, suffix="reference-")
+
+    model_keys = {"own", "silence", "another", "face-off", "motion", "vae"}
+    full = pipeline(args.model) if selected & model_keys else None
     own = {c["key"]: c["audio"] for c in clips}
-    other = {c["key"]: clips[(i + 1) % len(clips)]["audio"] for i, c in enumerate(clips)}
-    row("full model, own speech", full, lambda c: own[c["key"]], clips)
-    row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)
-    row("full model, another sentence", full, lambda c: other[c["key"]], clips)
-    if "face" in full.conditioning:
+    plan: list[tuple[str, list[str], Any]] = [  # (--only key, row names, how to measure them)
+        ("own", ["full model, own speech"], lambda: row("full model, own speech", full, lambda c: own[c["key"]], clips)),
+        ("silence", ["full model, silence"],
+         lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
+        ("another", [ANOTHER_ROW], lambda: another_row(full)),
+        ("face-off", [FACE_OFF_ROW], lambda: face_off_row()),
+        ("motion", [f"motion {level}" for level in MOTION_LEVELS], lambda: motion_rows()),
+        ("stage1", [STAGE1_ROW], lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
+        ("vae", [VAE_ROW], lambda: vae_row(full)),
+        ("reference", [REFERENCE_ROW], reference_row),
+    ]
+
+    def motion_rows() -> None:
+        for level in MOTION_LEVELS:
+            row(f"motion {level}", full, lambda c: own[c["key"]], clips[: args.motion_clips],
+                face_motion=level, body_motion=level)  # fmt: skip
+
+    def face_off_row() -> None:
+        if full is None or "face" not in full.conditioning:
+            return
         face = full.conditioning["face"]
         scale = face.scale
         face.scale = 0.0  # the face branch contributes nothing: the model without its face conditioner
         try:
-            row("full model, face conditioner off", full, lambda c: own[c["key"]], clips)
+            row(FACE_OFF_ROW, full, lambda c: own[c["key"]], clips)
         finally:
             face.scale = scale
-    for level in (0.1, 0.5, 1.0):
-        row(f"motion {level}", full, lambda c: own[c["key"]], clips[: args.motion_clips],
-            face_motion=level, body_motion=level)  # fmt: skip
-    if args.stage1.exists():
-        row("stage one only, own speech", pipeline(args.stage1), lambda c: own[c["key"]], clips)
 
-    by = {r["name"]: r for r in rows}
-    f = by["full model, own speech"]
-    checks = {
-        "lipsync >= 0.6": (f["lipsync"] or 0) >= TARGETS["lipsync_min"],
-        "silence <= 0.15": (by["full model, silence"]["lipsync"] or 0) <= TARGETS["mismatched_max"],
-        "another sentence <= 0.15": (by["full model, another sentence"]["lipsync"] or 0) <= TARGETS["mismatched_max"],
-        "motion 0.1 < 0.5 < 1.0": (by["motion 0.1"]["head_motion"] or 0) < (by["motion 0.5"]["head_motion"] or 0)
-        < (by["motion 1.0"]["head_motion"] or 0),
-        f"closed in silences > {TARGETS['silence_seconds']} s for >= {TARGETS['closed_min']:.0%} of their frames": (
-            (f["closed_in_long_silence"] or 0) >= TARGETS["closed_min"]),
-    }
-    if "full model, face conditioner off" in by:
-        checks["identity error: with face < without"] = (
-            (f["identity_error"] or 1) < (by["full model, face conditioner off"]["identity_error"] or 0))
-    if "stage one only, own speech" in by:
-        checks["stage one < stage one + two"] = (by["stage one only, own speech"]["lipsync"] or 0) < (f["lipsync"] or 0)
-    rows.append(reference_row())
+    for key, names, measure in plan:
+        if key == "stage1" and not args.stage1.exists():
+            continue
+        if key in selected:
+            measure()
+        elif reuse is not None:
+            rows.extend(reuse[n] for n in names if n in reuse)
+
+    checks = target_checks({r["name"]: r for r in rows})
+    model = full if full is not None else pipeline(args.model)  # the conditioner is read, not run: seconds
+    if "motion" in model.conditioning:
+        args.motion_embedding = motion_embedding_spread(model.conditioning["motion"])
     return write_report(args, rows, checks, gen, suffix="")
+
+
+def motion_embedding_spread(motion: Any) -> dict[str, Any]:
+    """What the motion conditioner adds to the timestep embedding at the requested levels: the norm at each, and
+    how far apart the lowest and highest are relative to their mean norm (0: the conditioner ignores the level)."""
+    import torch
+
+    with torch.no_grad():
+        emb = {lv: motion(torch.tensor([[lv, lv]])).time_embedding[0].float() for lv in MOTION_LEVELS}  # (D,) each
+    norms = {str(lv): float(e.norm()) for lv, e in emb.items()}
+    mean_norm = float(np.mean(list(norms.values())))
+    gap = float((emb[MOTION_LEVELS[0]] - emb[MOTION_LEVELS[-1]]).norm())
+    return {"norms": norms, f"distance {MOTION_LEVELS[0]} - {MOTION_LEVELS[-1]}": gap,
+            "relative_distance": gap / mean_norm if mean_norm > 0 else None}  # fmt: skip
+
+
+def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """The issue's targets over the rows there are (a target whose rows are missing is left out)."""
+    checks: dict[str, bool] = {}
+    f = by.get("full model, own speech")
+    if f is None:
+        return checks
+    checks["lipsync >= 0.6"] = (f["lipsync"] or 0) >= TARGETS["lipsync_min"]
+    if "full model, silence" in by:
+        checks["silence <= 0.15"] = (by["full model, silence"]["lipsync"] or 0) <= TARGETS["mismatched_max"]
+    if ANOTHER_ROW in by:
+        checks["another sentence <= 0.15"] = (by[ANOTHER_ROW]["lipsync"] or 0) <= TARGETS["mismatched_max"]
+    if all(f"motion {level}" in by for level in MOTION_LEVELS):
+        motion = [by[f"motion {level}"]["head_motion"] or 0 for level in MOTION_LEVELS]
+        checks["motion 0.1 < 0.5 < 1.0"] = all(a < b for a, b in itertools.pairwise(motion))
+    checks[f"closed in silences > {TARGETS['silence_seconds']} s for >= {TARGETS['closed_min']:.0%} of their frames"] = (
+        (f["closed_in_long_silence"] or 0) >= TARGETS["closed_min"])  # fmt: skip
+    if FACE_OFF_ROW in by:
+        checks["identity error: with face < without"] = (f["identity_error"] or 1) < (by[FACE_OFF_ROW]["identity_error"] or 0)
+    if STAGE1_ROW in by:
+        checks["stage one < stage one + two"] = (by[STAGE1_ROW]["lipsync"] or 0) < (f["lipsync"] or 0)
+    return checks
+
+
+def control_sentences(clips: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each clip, the other pool clip whose true opening correlates least (smallest ``|r|``) with its own."""
+    from fantasytalking.metrics import synthtalk as st
+
+    out = {}
+    for c in clips:
+        def affinity(o: dict[str, Any], _c: dict[str, Any] = c) -> float:
+            n = min(len(o["truth_open"]), len(_c["truth_open"]))
+            r = st.lipsync_correlation(np.asarray(o["truth_open"][:n]), np.asarray(_c["truth_open"][:n]))
+            return abs(r) if np.isfinite(r) else 1.0
+
+        others = [o for o in pool if o["key"] != c["key"]]
+        if not others:
+            raise SystemExit("demo_targets: the another-sentence row needs at least two held-out clips.")
+        out[c["key"]] = min(others, key=affinity)
+    return out
+
+
+def vae_round_trip(vae: Any, video: np.ndarray) -> np.ndarray:
+    """uint8 ``(F, H, W, 3)`` -> the same frames encoded (latent mode) and decoded by ``vae``."""
+    import torch
+
+    x = torch.from_numpy(video).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0  # (1, 3, F, H, W) in [-1, 1]
+    with torch.no_grad():
+        z = vae.encode(x.to(vae.dtype)).latent_dist.mode()
+        y = vae.decode(z).sample.float()  # (1, 3, F', H, W)
+    return ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+
+
+def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rows of ``--reuse``, each stamped with the date and commit it was measured at; exits on a mismatch."""
+    try:
+        old = json.loads(args.reuse.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"demo_targets: cannot read --reuse {args.reuse} ({err}); pass a demo-targets-*.json record.") from None
+    now = {k: v for k, v in gen.items() if k != "progress"}
+    same_model = (old["model_sha256"] == file_sha256(args.model)) if old.get("model_sha256") else (
+        old.get("model") == str(args.model))  # records before 2026-12-02's second run name the file only
+    if old.get("generation") != now or not same_model:
+        raise SystemExit(f"demo_targets: --reuse {args.reuse} was measured with another model or generation settings "
+                         f"({old.get('model')}, {old.get('generation')}); re-run every row instead.")  # fmt: skip
+    keys = [c["key"] for c in clips]
+    out = {}
+    for r in old["rows"]:
+        if [c["key"] for c in r["per_clip"]] != keys[: len(r["per_clip"])]:
+            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "
+                             "pass the same --heldout and --clips.")  # fmt: skip
+        out[r["name"]] = {**r, "measured": r.get("measured", {"date": old["date"], "commit": old["commit"]})}
+    return out
 
 
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: dict[str, bool], gen: dict[str, Any],
@@ -204,12 +350,20 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
     """Write ``demo-targets-<suffix><date>.{json,md}`` under ``args.out`` and print the table."""
     report = {
         **args.header,
-        "model": str(args.model), "stage1": str(args.stage1) if args.stage1.exists() else None,
+        "model": str(args.model), "model_sha256": file_sha256(args.model) if args.model.exists() else None,
+        "stage1": str(args.stage1) if args.stage1.exists() else None,
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "rows": rows,
+        "motion_embedding": getattr(args, "motion_embedding", None),
     }  # fmt: skip
     return save_record(args.out, f"demo-targets-{suffix}", report, markdown(report))
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_header() -> dict[str, Any]:
@@ -219,9 +373,13 @@ def record_header() -> dict[str, Any]:
 
 
 def save_record(out: Path, prefix: str, report: dict[str, Any], text: str) -> int:
-    """Write ``<out>/<prefix><date>.json`` and its markdown ``.md``, print the markdown; 0 (the exit code)."""
+    """Write ``<out>/<prefix><date>.json`` and its markdown ``.md`` (``<date>-2``, ``-3``... when a record of that
+    day exists: a record is never overwritten), print the markdown; 0 (the exit code)."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{prefix}{report['date']}"
+    stem, n = out / f"{prefix}{report['date']}", 1
+    while stem.with_suffix(".json").exists() or stem.with_suffix(".md").exists():
+        n += 1
+        stem = out / f"{prefix}{report['date']}-{n}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     stem.with_suffix(".md").write_text(text)
     print(text)
@@ -261,9 +419,25 @@ def table_rows(report: dict[str, Any]) -> list[str]:
              f"{f(r['identity_error'])} | {f(r['head_motion'])} | {f(r['motion_energy'])} |" for r in report["rows"]]  # fmt: skip
     lines += ["", f"Mouth closed: measured opening below {report['mouth_closed_threshold']} of the frame height."]
     for r in report["rows"]:
-        if r.get("lipsync_another_sentence") is not None:
+        if r.get("lipsync_ceiling") is not None:
+            lines.append(f"{r['name']}: each clip's portrait with its control sentence (the held-out clip whose true "
+                         f"opening correlates least with its own); r against the sentence it was given "
+                         f"{f(r.get('lipsync_given'))}, and a perfect model would score {f(r['lipsync_ceiling'])} on the "
+                         "row.")  # fmt: skip
+        elif r.get("lipsync_another_sentence") is not None and "control" in r["per_clip"][0]:
+            lines.append(f"{r['name']}: a perfect model given each clip's control sentence would score lip-sync r "
+                         f"{r['lipsync_another_sentence']:.3f}.")  # fmt: skip
+        elif r.get("lipsync_another_sentence") is not None:  # records before the control sentences
             lines.append(f"A perfect model given another clip's sentence would score lip-sync r "
                          f"{r['lipsync_another_sentence']:.3f} here (the sentences share their silent starts and ends).")  # fmt: skip
+    spread = report.get("motion_embedding") or {}
+    if spread.get("relative_distance") is not None:
+        lines.append(f"Motion conditioner: its embeddings for motion {MOTION_LEVELS[0]} and {MOTION_LEVELS[-1]} lie "
+                     f"{spread['relative_distance']:.0%} of their norm apart (0% would ignore the request).")  # fmt: skip
+    reused = [r for r in report["rows"] if r.get("measured")]
+    if reused:
+        lines.append("Rows taken from an earlier record (--reuse): " + "; ".join(
+            f"{r['name']} ({r['measured']['date']}, commit {r['measured']['commit']})" for r in reused) + ".")  # fmt: skip
     return lines
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,17 +56,64 @@ def test_demo_targets_smoke(tmp_path):
     names = [row["name"] for row in report["rows"]]
     assert names[:3] == ["full model, own speech", "full model, silence", "full model, another sentence"]
     assert {"motion 0.1", "motion 0.5", "motion 1.0", "full model, face conditioner off"} <= set(names)
-    assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "motion 0.1 < 0.5 < 1.0"}
+    assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "another sentence <= 0.15",
+                                     "motion 0.1 < 0.5 < 1.0"}  # fmt: skip
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith("Demo model")
-    # the held-out videos themselves are the last row: their own truth fits them (the measures' ceiling)
+    by = {row["name"]: row for row in report["rows"]}
+    assert set(report["motion_embedding"]["norms"]) == {"0.1", "0.5", "1.0"}  # the conditioner, read directly
+    # another sentence: each clip gets the other clip's sentence (its control, with two clips), and the row says
+    # how well the video follows that sentence and what a perfect model would score
+    another = by["full model, another sentence"]
+    assert [c["control"] for c in another["per_clip"]] == [c["key"] for c in reversed(another["per_clip"])]
+    assert {"lipsync_given", "lipsync_ceiling"} <= set(another)
+    # the held-out videos themselves are the last row: their own truth fits them (the measures' ceiling); the
+    # VAE round trip before it keeps the frame count and the face
     reference = report["rows"][-1]
     assert reference["name"] == "held-out videos themselves (ceiling)" and "lipsync_another_sentence" in reference
+    assert reference["lipsync_another_sentence"] == pytest.approx(another["lipsync_ceiling"])
     assert reference["identity_error"] < 0.05
     assert reference["closed_in_long_silence"] is None or reference["closed_in_long_silence"] > 0.8
-    # in this process (no second interpreter start): the row alone, under its own name
-    assert load_script("demo_targets").main([*command[2:], "--reference-only", "--out", str(tmp_path / "ref")]) == 0
-    (path,) = (tmp_path / "ref").glob("demo-targets-reference-*.json")
-    assert [r["name"] for r in json.loads(path.read_text())["rows"]] == [reference["name"]]
+    assert names[-2] == "held-out videos through the demo VAE (architecture ceiling)"
+    assert by[names[-2]]["head_motion"] is not None and by[names[-2]]["identity_error"] is not None
+    # in this process (no second interpreter start): the reference row alone, under its own name
+    script = load_script("demo_targets")
+    assert script.main([*command[2:], "--reference-only", "--out", str(tmp_path / "ref")]) == 0
+    (ref_path,) = (tmp_path / "ref").glob("demo-targets-reference-*.json")
+    assert [r["name"] for r in json.loads(ref_path.read_text())["rows"]] == [reference["name"]]
+    # one row re-run, the rest reused: same rows in the same order, the reused ones stamped; the first record stays
+    assert script.main([*command[2:], "--only", "reference", "--reuse", str(path)]) == 0
+    (merged_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path}
+    assert merged_path.stem.endswith("-2") and json.loads(path.read_text()) == report
+    merged = json.loads(merged_path.read_text())
+    assert [r["name"] for r in merged["rows"]] == names and merged["checks"] == report["checks"]
+    assert all(("measured" in r) == (r["name"] != reference["name"]) for r in merged["rows"])
+    assert merged["rows"][0]["per_clip"] == report["rows"][0]["per_clip"]
+    with pytest.raises(SystemExit, match="another model or generation settings"):
+        script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
+
+
+def test_demo_targets_control_sentence_is_the_least_correlated_clip():
+    """The another-sentence row gives each clip the held-out sentence whose truth correlates least with its own."""
+    t = np.linspace(0, 2 * np.pi, 40)
+    clip = {"key": "a", "truth_open": np.sin(t)}
+    pool = [clip, {"key": "same", "truth_open": 0.5 * np.sin(t)}, {"key": "anti", "truth_open": -np.sin(t)},
+            {"key": "orthogonal", "truth_open": np.cos(t)}]  # fmt: skip
+    script = load_script("demo_targets")
+    assert script.control_sentences([clip], pool)["a"]["key"] == "orthogonal"  # |r| = 1 for both the others
+    with pytest.raises(SystemExit, match="at least two"):
+        script.control_sentences([clip], [clip])
+
+
+def test_demo_targets_checks_cover_the_rows_there_are():
+    script = load_script("demo_targets")
+    own = {"lipsync": 0.7, "closed_in_long_silence": 0.95, "identity_error": 0.1}
+    rows = {"full model, own speech": own, "motion 0.1": {"head_motion": 0.01}, "motion 0.5": {"head_motion": 0.02},
+            "motion 1.0": {"head_motion": 0.02}, "full model, another sentence": {"lipsync": 0.1}}  # fmt: skip
+    checks = script.target_checks(rows)
+    assert checks["lipsync >= 0.6"] and checks["another sentence <= 0.15"]
+    assert checks["motion 0.1 < 0.5 < 1.0"] is False  # strictly increasing, not equal
+    assert "silence <= 0.15" not in checks and "stage one < stage one + two" not in checks
+    assert script.target_checks({}) == {}
 
 
 def test_bench_demo_times_the_demo_command(tmp_path):
