@@ -73,6 +73,7 @@ def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
     return {
         "date": targets["date"], "commit": targets["commit"], "checks": targets["checks"],
         "generation": targets.get("generation"), "record": f"benchmarks/results/{path.name}",
+        "motion_embedding": targets.get("motion_embedding"),
         "rows": [{k: v for k, v in r.items() if k != "per_clip"} for r in targets["rows"]],
     }  # fmt: skip
 
