@@ -77,6 +77,7 @@ ANOTHER_ROW = "full model, another sentence"
 FACE_OFF_ROW = "full model, face conditioner off"
 STAGE1_ROW = "stage one only, own speech"
 MOTION_LEVELS = (0.1, 0.5, 1.0)
+MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
 #: ``--only`` keys, in the order the rows run.
 ROW_KEYS = ("own", "silence", "another", "face-off", "motion", "stage1", "vae", "reference")
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
          lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
         ("another", [ANOTHER_ROW], lambda: another_row(full)),
         ("face-off", [FACE_OFF_ROW], lambda: face_off_row()),
-        ("motion", [f"motion {level}" for level in MOTION_LEVELS], lambda: motion_rows()),
+        ("motion", list(MOTION_ROWS), lambda: motion_rows()),
         ("stage1", [STAGE1_ROW], lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
         ("vae", [VAE_ROW], lambda: vae_row(full)),
         ("reference", [REFERENCE_ROW], reference_row),
@@ -338,9 +339,10 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
     keys = [c["key"] for c in clips]
     out = {}
     for r in old["rows"]:
-        if [c["key"] for c in r["per_clip"]] != keys[: len(r["per_clip"])]:
+        expected = keys[: args.motion_clips] if r["name"] in MOTION_ROWS else keys
+        if [c["key"] for c in r["per_clip"]] != expected:
             raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "
-                             "pass the same --heldout and --clips.")  # fmt: skip
+                             "pass the same --heldout, --clips and --motion-clips.")  # fmt: skip
         out[r["name"]] = {**r, "measured": r.get("measured", {"date": old["date"], "commit": old["commit"]})}
     return out
 

@@ -90,6 +90,8 @@ def test_demo_targets_smoke(tmp_path):
     assert merged["rows"][0]["per_clip"] == report["rows"][0]["per_clip"]
     with pytest.raises(SystemExit, match="another model or generation settings"):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
+    with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
+        script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
 
 
 def test_demo_targets_control_sentence_is_the_least_correlated_clip():
