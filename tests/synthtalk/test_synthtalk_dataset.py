@@ -56,6 +56,27 @@ def test_heldout_is_disjoint_from_train() -> None:
     assert clip.info["sentence"] in {s for _, s in sentences_for("heldout", clip.info["language"])}
 
 
+def test_pause_share_ends_windows_over_the_final_pause() -> None:
+    """--pause-share: the chosen share of windows ends over the utterance's final pause (mouth closed for longer
+    than 0.3 s at the end); the other clips are exactly those of the default, and bad shares are refused."""
+    from fantasytalking.errors import InputError
+    from fantasytalking.metrics.synthtalk import long_silences
+
+    paused = SynthConfig(size=64, num_frames=17, seed=3, pause_share=1.0)
+    for index in range(3):
+        clip = make_clip(paused, index)
+        silent = clip.column("speaking") <= 0
+        assert clip.info["pause_window"] and long_silences(silent, 23.0, 0.3)[-1]  # the clip ends in a long pause
+        assert np.all(clip.column("open")[-3:] < 0.05)
+    half = SynthConfig(size=64, num_frames=17, seed=3, pause_share=0.5)
+    flags = [make_clip(half, i).info["pause_window"] for i in range(8)]
+    assert any(flags) and not all(flags)
+    keep = flags.index(False)
+    assert np.array_equal(make_clip(half, keep).frames, make_clip(CFG, keep).frames)
+    with pytest.raises(InputError, match="pause-share"):
+        SynthConfig(pause_share=1.5).validate()
+
+
 def test_silent_clip_has_a_closed_mouth() -> None:
     clip = make_clip(CFG, 0, silent=True)
     assert np.all(clip.column("open") == 0) and np.all(clip.column("gap") == 0)

@@ -38,6 +38,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--identities", type=int, default=None, help="identity pool size (default: clips / 4)")
     p.add_argument("--motion", type=float, default=None,
                    help="fixed requested motion intensity in [0, 1] (default: uniform per clip)")  # fmt: skip
+    p.add_argument("--pause-share", type=float, default=0.0,
+                   help="share of clips in [0, 1] whose window ends over the utterance's final pause (the mouth "
+                        "closes in the clip; default 0: windows anywhere)")  # fmt: skip
     p.add_argument("--face-size", type=int, default=d.face_size, help="side of the aligned reference face.png")
     p.add_argument("--face-encoder", choices=("dlib", "identity"), default=d.face_encoder,
                    help="face_embedding.npy: dlib descriptor as in preprocessing, or the identity parameters (faster)")  # fmt: skip
@@ -51,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(
         out_dir=args.out, clips=args.clips, size=args.size, fps=args.fps, num_frames=args.num_frames,
         seed=args.seed, split=args.split, languages=tuple(args.languages), identities=args.identities,
-        motion=args.motion, face_size=args.face_size, face_encoder=args.face_encoder,
+        motion=args.motion, pause_share=args.pause_share, face_size=args.face_size, face_encoder=args.face_encoder,
         clips_per_shard=args.clips_per_shard, crf=args.crf,
     )  # fmt: skip
 

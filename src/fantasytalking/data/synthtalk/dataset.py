@@ -87,6 +87,9 @@ class SynthConfig:
     languages: tuple[str, ...] = LANGUAGES
     identities: int | None = None  # pool size; default: one identity per 4 clips (at least 1)
     motion: float | None = None  # fixed requested intensity; default: uniform in [0, 1] per clip
+    # share of clips whose window ends with the utterance's final pause (at least PAUSE_TAIL_SECONDS of silence),
+    # so the mouth closes within the clip; 0 (default): every window placed uniformly in the utterance
+    pause_share: float = 0.0
     rate_range: tuple[int, int] = (130, 200)
     face_size: int = 224
     face_encoder: str = "dlib"  # "dlib" (as preprocessing) or "identity" (the identity parameter vector, faster)
@@ -115,6 +118,8 @@ class SynthConfig:
             raise InputError(f"unknown language(s) {bad}; choose from {', '.join(LANGUAGES)}")
         if self.motion is not None and not 0 <= self.motion <= 1:
             raise InputError(f"--motion must be in [0, 1], got {self.motion}")
+        if not 0 <= self.pause_share <= 1:
+            raise InputError(f"--pause-share must be in [0, 1], got {self.pause_share}")
         if self.face_encoder not in ("dlib", "identity"):
             raise InputError(f"--face-encoder must be dlib or identity, got {self.face_encoder!r}")
         if self.identities is not None and self.identities < 1:
@@ -153,6 +158,10 @@ def identity_for(split: str, seed: int, k: int) -> tuple[str, Identity]:
     return f"{split}-{seed}-{k}", random_identity(rng)
 
 
+#: Final pause of a ``pause_share`` clip: longer than the 0.3 s the demo's closed-mouth target measures.
+PAUSE_TAIL_SECONDS = 0.45
+
+
 def _rng(cfg: SynthConfig, index: int, part: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([_CLIP_STREAM[cfg.split], int(cfg.seed), int(index), part]))
 
@@ -181,6 +190,10 @@ def make_clip(
     lead = float(pick.uniform(0.1, 0.6))
     tail = float(pick.uniform(0.2, 0.6))
     where = float(pick.uniform(0, 1))
+    # a window at the utterance's end, over its final pause (own stream: the other draws stay as they were)
+    pause = cfg.pause_share > 0 and float(_rng(cfg, index, 2).uniform()) < cfg.pause_share
+    if pause:
+        where, tail = 1.0, max(tail, PAUSE_TAIL_SECONDS)
     if cfg.motion is not None:
         intensity = cfg.motion
     if motion is not None:
@@ -237,6 +250,7 @@ def make_clip(
         "motion_intensity": intensity,
         "t0": t0,
         "lead_silence": lead,
+        "pause_window": pause,
         "fps": fps,
         "num_frames": n,
         "size": cfg.size,
