@@ -6,6 +6,12 @@ seed, data, wall times, clip length, loss summary, held-out scores) and keeps th
 
     python examples/package_demo.py --run runs/demo --targets benchmarks/results/demo-targets-2026-12-01.json
     python examples/package_demo.py --update-card --targets benchmarks/results/demo-targets-2026-12-01.json  # add scores (and their settings) only
+    python examples/package_demo.py --continued runs/demo/stage2-pause --continued-shards shards/synthtalk-pause \\
+        --targets benchmarks/results/demo-targets-2026-12-02-3.json   # a continuation of stage two replaces the model
+
+``--continued`` packages a run that continued the packaged stage two (``examples/train_demo.sh`` step 3c): its
+export becomes ``model.safetensors``, its loss curve ``stage2-continued-<n>.csv`` beside the others, and the card records its data,
+steps, wall time and losses under ``continued`` (the stage-one export, the VAE and the rest of the card stay).
 """
 
 from __future__ import annotations
@@ -67,6 +73,45 @@ def wall_seconds(folder: Path) -> float:
     return round(max(times) - start, 1)
 
 
+def loss_summary(points: list[tuple[int, float]]) -> dict[str, Any]:
+    """Steps and the mean loss of the first and last 10% of a run's logged points."""
+    k = max(len(points) // 10, 1)
+    first, last = points[:k], points[-k:]
+    return {"steps": points[-1][0] + 1, "loss_first_10pct": sum(v for _, v in first) / len(first),
+            "loss_last_10pct": sum(v for _, v in last) / len(last)}  # fmt: skip
+
+
+def write_curve(name: str, points: list[tuple[int, float]]) -> None:
+    CURVES.mkdir(parents=True, exist_ok=True)
+    with open(CURVES / f"{name}.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "loss"])
+        writer.writerows(points)
+
+
+def package_continued(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+    """Put the continuation ``run`` of stage two into the package; the card with its record under ``continued``."""
+    from fantasytalking.training.export import read_export
+
+    export = run / "conditioning.safetensors"
+    if not export.is_file():
+        raise SystemExit(f"error: {export} is missing; the continued run did not finish (rerun it, then package)")
+    data = json.loads((shards / "synthtalk.json").read_text())
+    points = curve(metrics_csv(run), "train/loss")
+    previous = card.get("continued", [])
+    name = f"stage2-continued-{len(previous) + 1}"  # never the curve of the packaged stage two itself
+    half_copy(export, ASSETS / "model.safetensors")
+    write_curve(name, points)
+    config = read_export(ASSETS / "model.safetensors")[1]["training"]
+    return {**card,
+            "training_config": {k: config.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
+            "continued": [*previous, {
+                "command": command, "from": "the packaged stage two", "curve": f"benchmarks/results/demo-training/{name}.csv",
+                "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
+                                                  "pause_share")},
+                "wall_time_s": wall_seconds(run), "losses": loss_summary(points)}]}  # fmt: skip
+
+
 def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
     """The card's summary of a ``benchmarks/demo_targets.py`` record ``targets`` read from ``path`` (the rows
     without their per-clip values)."""
@@ -103,7 +148,23 @@ def main() -> int:
                    help="what the VAE run started from (recorded in the card)")  # fmt: skip
     p.add_argument("--update-card", action="store_true",
                    help="only add --targets to the packaged card.json (targets measured after packaging; no run needed)")
+    p.add_argument("--continued", type=Path, default=None,
+                   help="a run that continued the packaged stage two: its export replaces model.safetensors")
+    p.add_argument("--continued-shards", type=Path, default=None, help="the shards the --continued run trained on")
+    p.add_argument("--continued-command", default="examples/train_demo.sh, step 3c",
+                   help="how the --continued run was made (recorded in the card)")
     args = p.parse_args()
+    if args.continued is not None:
+        if args.continued_shards is None or args.targets is None:
+            p.error("--continued needs --continued-shards and --targets (the continued model's demo_targets.py JSON)")
+        card = package_continued(args.continued, args.continued_shards, json.loads((ASSETS / "card.json").read_text()),
+                                 args.continued_command)  # fmt: skip
+        targets = json.loads(args.targets.read_text())
+        card["heldout_scores"] = heldout_scores(args.targets, targets)
+        card["generation"] = measured_generation(card, targets)
+        write_json_atomic(ASSETS / "card.json", card)
+        print(f"packaged the continued run {args.continued} into {ASSETS}")
+        return 0
     if args.update_card:
         if args.targets is None:
             p.error("--update-card needs --targets (a demo_targets.py JSON)")
@@ -124,23 +185,18 @@ def main() -> int:
         shutil.rmtree(ASSETS / "vae")
     shutil.copytree(run / "vae", ASSETS / "vae", ignore=shutil.ignore_patterns("train"))
 
-    CURVES.mkdir(parents=True, exist_ok=True)
     heldout_vae = run / "vae" / "train" / "heldout.csv"  # ReconstructionMonitor: step, psnr, mouth_r, mouth_ratio
     vae_scores = list(csv.DictReader(heldout_vae.read_text().splitlines())) if heldout_vae.is_file() else []
     if vae_scores:
+        CURVES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(heldout_vae, CURVES / "vae-heldout.csv")
     summary: dict[str, Any] = {}
     for name, folder in runs:
         points = curve(metrics_csv(folder), "train/loss")
         if name == "vae" and args.vae_steps:  # the export was taken at this step (a run stopped later)
             points = [(step, value) for step, value in points if step < args.vae_steps]
-        with open(CURVES / f"{name}.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["step", "loss"])
-            writer.writerows(points)
-        first, last = points[: max(len(points) // 10, 1)], points[-max(len(points) // 10, 1) :]
-        summary[name] = {"steps": points[-1][0] + 1, "loss_first_10pct": sum(v for _, v in first) / len(first),
-                         "loss_last_10pct": sum(v for _, v in last) / len(last)}  # fmt: skip
+        write_curve(name, points)
+        summary[name] = loss_summary(points)
     wall = args.wall or {name: wall_seconds(folder) for name, folder in runs}
     data = json.loads((args.shards / "synthtalk.json").read_text())
     inputs = json.loads((ASSETS / "inputs.json").read_text()) if (ASSETS / "inputs.json").exists() else {}

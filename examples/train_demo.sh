@@ -47,7 +47,22 @@ $PY examples/finetune.py fit --config examples/configs/stage2.yaml --config exam
     --model.init_args.objective.cache_dir "$RUN/encode-cache" \
     --model.init_args.init_from "$RUN/stage1/final.ckpt" --model.init_args.lip_mask_eta 0.8 \
     --trainer.max_steps 1800 --trainer.default_root_dir "$RUN/stage2"
-# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package.
-$PY benchmarks/demo_targets.py --model "$RUN/stage2/conditioning.safetensors" \
+# 3c. Stage two continued for 600 steps at lr 1e-4 on 400 fresh clips, a quarter of whose windows end over the
+#     utterance's final pause (--pause-share 0.25): the 1,600 clips above rarely start open and then fall
+#     silent, so the model had not learnt to close an open mouth (docs/demo.md). The shipped model continued the
+#     PACKAGED stage two (src/fantasytalking/assets/demo/model.safetensors before 2026-12-02: the float16 copy of
+#     $RUN/stage2/conditioning.safetensors), with the packaged VAE, on 2 CPU cores.
+[ -d shards/synthtalk-pause ] || fantasytalking synth --out shards/synthtalk-pause --clips 400 --size 96 --fps 23 --frames 17 --seed 0 --pause-share 0.25 --quiet
+$PY examples/finetune.py fit --config examples/configs/stage2.yaml --config examples/configs/demo.yaml \
+    --data.init_args.shards shards/synthtalk-pause --model.init_args.backbone.vae "$RUN/vae" \
+    --model.init_args.objective.cache_dir "$RUN/encode-cache-pause" \
+    --model.init_args.init_from "$RUN/stage2/conditioning.safetensors" --model.init_args.lip_mask_eta 0.8 \
+    --model.init_args.optim.lr 1e-4 --model.init_args.optim.warmup_steps 50 \
+    --trainer.max_steps 600 --trainer.default_root_dir "$RUN/stage2-pause"
+# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package
+#    (stage two as trained, then its continuation on top).
+$PY benchmarks/demo_targets.py --model "$RUN/stage2-pause/conditioning.safetensors" \
     --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae" --seed 0 --clips 8 --motion-clips 4 --audio-cfg 2.5
-$PY examples/package_demo.py --run "$RUN" --vae-steps 400 --audio-cfg 2.5 --targets "benchmarks/results/demo-targets-$(date +%F).json"
+TARGETS=$(ls -t benchmarks/results/demo-targets-$(date +%F)*.json | head -1)
+$PY examples/package_demo.py --run "$RUN" --vae-steps 400 --audio-cfg 2.5 --targets "$TARGETS"
+$PY examples/package_demo.py --continued "$RUN/stage2-pause" --continued-shards shards/synthtalk-pause --targets "$TARGETS"

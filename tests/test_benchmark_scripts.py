@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +17,16 @@ def load_script(name: str):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_example(name: str):
+    """A script of examples/ as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -142,11 +153,7 @@ def test_bench_demo_times_the_demo_command(tmp_path):
 def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypatch):
     """examples/package_demo.py --update-card: the targets of a packaged model land in its card, per-clip values
     left in the record; the rest of the card is kept."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("package_demo", ROOT / "examples" / "package_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("package_demo")
     monkeypatch.setattr(module, "ASSETS", tmp_path)
     (tmp_path / "card.json").write_text(json.dumps({"seed": 3, "clip_frames": 17,
                                                     "generation": {"audio_cfg": 1.0, "num_inference_steps": 20}}))
@@ -168,6 +175,46 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card"])
     with pytest.raises(SystemExit):
         module.main()
+
+
+def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
+    """examples/package_demo.py --continued: the continuation's export becomes the model (float16), its curve is
+    kept under a new name, the card records it under `continued` and keeps the rest; a missing export is refused."""
+    from safetensors.torch import load_file
+
+    from fantasytalking.testing import make_random_demo
+
+    module = load_example("package_demo")
+    demo = make_random_demo(tmp_path / "demo")
+    assets, curves = tmp_path / "assets", tmp_path / "curves"
+    assets.mkdir()
+    monkeypatch.setattr(module, "ASSETS", assets)
+    monkeypatch.setattr(module, "CURVES", curves)
+    (assets / "card.json").write_text(json.dumps({"seed": 0, "losses": {"stage2": {"steps": 1800}}}))
+    run = tmp_path / "run"
+    (run / "lightning_logs" / "version_0").mkdir(parents=True)
+    (run / "lightning_logs" / "version_0" / "hparams.yaml").write_text("{}\n")
+    (run / "lightning_logs" / "version_0" / "metrics.csv").write_text("step,train/loss\n9,0.2\n19,0.1\n")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "pause_share": 0.25}))
+    targets = tmp_path / "demo-targets-2026-12-02-3.json"
+    targets.write_text(json.dumps({"date": "2026-12-02", "commit": "abc", "checks": {}, "generation": {},
+                                   "rows": []}))  # fmt: skip
+    argv = ["package_demo.py", "--continued", str(run), "--continued-shards", str(shards), "--targets", str(targets)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="did not finish"):
+        module.main()
+    (run / "conditioning.safetensors").write_bytes((demo / "model.safetensors").read_bytes())
+    assert module.main() == 0
+    card = json.loads((assets / "card.json").read_text())
+    (continued,) = card["continued"]
+    assert continued["data"]["pause_share"] == 0.25 and continued["losses"]["steps"] == 20
+    assert card["losses"] == {"stage2": {"steps": 1800}} and card["heldout_scores"]["commit"] == "abc"
+    assert (curves / "stage2-continued-1.csv").read_text().splitlines() == ["step,loss", "9,0.2", "19,0.1"]
+    packaged, source = load_file(str(assets / "model.safetensors")), load_file(str(demo / "model.safetensors"))
+    assert packaged.keys() == source.keys()
+    assert all(v.dtype != torch.float32 for v in packaged.values() if v.is_floating_point())
 
 
 @pytest.mark.slow
