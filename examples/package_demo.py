@@ -127,6 +127,14 @@ def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
 MEASURED_GENERATION = ("num_inference_steps", "prompt_cfg", "audio_cfg", "segment_frames")
 
 
+def with_targets(card: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The card with the held-out scores of the demo_targets.py record at ``path`` and their generation settings."""
+    targets = json.loads(path.read_text())
+    card["heldout_scores"] = heldout_scores(path, targets)
+    card["generation"] = measured_generation(card, targets)
+    return card
+
+
 def measured_generation(card: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
     """The card's generation settings with those the held-out targets (a demo_targets.py record) were measured with."""
     measured = targets.get("generation") or {}
@@ -159,20 +167,13 @@ def main() -> int:
             p.error("--continued needs --continued-shards and --targets (the continued model's demo_targets.py JSON)")
         card = package_continued(args.continued, args.continued_shards, json.loads((ASSETS / "card.json").read_text()),
                                  args.continued_command)  # fmt: skip
-        targets = json.loads(args.targets.read_text())
-        card["heldout_scores"] = heldout_scores(args.targets, targets)
-        card["generation"] = measured_generation(card, targets)
-        write_json_atomic(ASSETS / "card.json", card)
+        write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
         print(f"packaged the continued run {args.continued} into {ASSETS}")
         return 0
     if args.update_card:
         if args.targets is None:
             p.error("--update-card needs --targets (a demo_targets.py JSON)")
-        card = json.loads((ASSETS / "card.json").read_text())
-        targets = json.loads(args.targets.read_text())
-        card["heldout_scores"] = heldout_scores(args.targets, targets)
-        card["generation"] = measured_generation(card, targets)
-        write_json_atomic(ASSETS / "card.json", card)
+        write_json_atomic(ASSETS / "card.json", with_targets(json.loads((ASSETS / "card.json").read_text()), args.targets))
         print(f"added the held-out scores of {args.targets} and their generation settings to {ASSETS / 'card.json'}")
         return 0
     run = args.run
@@ -233,9 +234,7 @@ def main() -> int:
         "inputs": inputs,
     }
     if args.targets is not None:
-        targets = json.loads(args.targets.read_text())
-        card["heldout_scores"] = heldout_scores(args.targets, targets)
-        card["generation"] = measured_generation(card, targets)
+        card = with_targets(card, args.targets)
     write_json_atomic(ASSETS / "card.json", card)
     size = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"packaged {run} into {ASSETS} ({size / 2**20:.1f} MB)")
