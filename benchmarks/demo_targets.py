@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -82,12 +83,16 @@ MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
 ROW_KEYS = ("own", "silence", "another", "face-off", "motion", "stage1", "vae", "reference")
 
 
-def score(frames: np.ndarray, clip: dict[str, Any], fps: float) -> dict[str, Any]:
+def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndarray | None = None) -> dict[str, Any]:
+    """The measures of one video against its clip's truth (``opening``: the video's measured mouth opening, when
+    the caller has it already)."""
     from fantasytalking.metrics import synthtalk as st
 
     truth = np.asarray(clip["truth_open"], np.float32)
     out: dict[str, Any] = {}
-    opening, why = guarded(lambda: st.mouth_opening(frames))
+    why = None
+    if opening is None:
+        opening, why = guarded(lambda: st.mouth_opening(frames))
     if opening is None:
         return {"error": f"mouth opening: {why}"}
     n = min(len(opening), len(truth))
@@ -200,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         for clip in clips:
             other = control[clip["key"]]
             frames = run(pipe, clip, other["audio"])
-            scores = score(frames, clip, 23.0)
             opening, given, own_truth = st.mouth_opening(frames), other["truth_open"], clip["truth_open"]
+            scores = score(frames, clip, 23.0, opening=opening)  # scored against the clip's OWN truth
             n = min(len(opening), len(given), len(own_truth))
             per_clip.append({"key": clip["key"], "control": other["key"], **scores,
                              "lipsync_given": st.lipsync_correlation(opening[:n], given[:n]),
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         reference_row()
         return write_report(args, rows, {}, gen, suffix="reference-")
 
-    model_keys = {"own", "silence", "another", "face-off", "motion", "vae"}
+    model_keys = set(ROW_KEYS) - {"stage1", "reference"}  # the rows that run the full model (or its VAE)
     full = pipeline(args.model) if selected & model_keys else None
     own = {c["key"]: c["audio"] for c in clips}
     plan: list[tuple[str, list[str], Any]] = [  # (--only key, row names, how to measure them)
@@ -314,14 +319,14 @@ def control_sentences(clips: list[dict[str, Any]], pool: list[dict[str, Any]]) -
 
 
 def vae_round_trip(vae: Any, video: np.ndarray) -> np.ndarray:
-    """uint8 ``(F, H, W, 3)`` -> the same frames encoded (latent mode) and decoded by ``vae``."""
+    """uint8 ``(F, H, W, 3)`` -> the same frames encoded (latent mode) and decoded by ``vae`` (uint8)."""
     import torch
 
+    from fantasytalking.metrics.synthtalk import as_frames
+    from fantasytalking.training.vae import round_trip
+
     x = torch.from_numpy(video).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0  # (1, 3, F, H, W) in [-1, 1]
-    with torch.no_grad():
-        z = vae.encode(x.to(vae.dtype)).latent_dist.mode()
-        y = vae.decode(z).sample.float()  # (1, 3, F', H, W)
-    return ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    return as_frames(round_trip(vae, x)[0].cpu())
 
 
 def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -362,6 +367,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
     return save_record(args.out, f"demo-targets-{suffix}", report, markdown(report))
 
 
+@functools.cache
 def file_sha256(path: Path) -> str:
     import hashlib
 

@@ -129,6 +129,14 @@ def per_frame_vae(vae: Any) -> Any:
 
 
 @torch.no_grad()
+def round_trip(vae: Any, video: torch.Tensor) -> torch.Tensor:
+    """``video`` ``(B, 3, N, H, W)`` in ``[-1, 1]`` encoded (posterior mode) and decoded by ``vae``, in ``[-1, 1]``
+    (float32, on the VAE's device)."""
+    x = video.to(next(vae.parameters()).device, torch.float32)
+    return decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)  # (B, 3, N, H, W)
+
+
+@torch.no_grad()
 def reconstruction_scores(vae: Any, videos: Iterable[torch.Tensor]) -> dict[str, float]:
     """How well ``vae`` keeps talking-face clips, from the pixels: PSNR and the mouth.
 
@@ -150,7 +158,7 @@ def reconstruction_scores(vae: Any, videos: Iterable[torch.Tensor]) -> dict[str,
     reference: list[np.ndarray] = []
     for video in videos:
         x = video.to(device, torch.float32)
-        recon = decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)  # (B, 3, N, H, W)
+        recon = round_trip(vae, x)  # (B, 3, N, H, W)
         sq += float((recon - x).square().sum())
         count += x.numel()
         for original, rebuilt in zip(x.cpu(), recon.cpu()):
