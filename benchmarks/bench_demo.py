@@ -28,7 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit  # noqa: E402
+from demo_targets import file_sha256  # noqa: E402
+from variants import commit, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: The issue's budget for the job, seconds on 2 CPU cores.
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     import torch
 
-    from fantasytalking.demo import demo_inputs
+    from fantasytalking.demo import DEMO_DIR, demo_inputs
 
     _, bundled = demo_inputs(args.demo_dir)
+    model = Path(args.demo_dir or DEMO_DIR) / "model.safetensors"  # which model was timed: its sha256
     speech = args.audio or bundled
     extra = [*(["--demo-dir", str(args.demo_dir)] if args.demo_dir else []),
              *(["--audio", str(args.audio)] if args.audio else []),
@@ -84,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(), "commit": commit(),
         "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "omp_num_threads": args.threads,
-        "demo_dir": str(args.demo_dir or "shipped"), "steps": args.steps or "the demo's",
+        "demo_dir": str(args.demo_dir or "shipped"), "model_sha256": file_sha256(model),
+        "steps": args.steps or "the demo's",
         "audio": str(args.audio or "bundled"),
         "speech_s": round(speech_s, 2), "runs": runs, "best_wall_s": min(walls), "worst_wall_s": max(walls),
         "budget_s": BUDGET_S, "within_budget": max(walls) <= BUDGET_S,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_demo-{record['date']}.json"
+    path = new_record_stem(args.out, f"bench_demo-{record['date']}").with_suffix(".json")  # never overwrites
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"best {min(walls):.1f} s, worst {max(walls):.1f} s for {speech_s:.2f} s of speech "
           f"(budget {BUDGET_S:.0f} s) -> {path}")  # fmt: skip

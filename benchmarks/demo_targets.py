@@ -65,7 +65,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit, guarded, heldout_clips  # noqa: E402
+from variants import commit, guarded, heldout_clips, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
@@ -383,11 +383,7 @@ def record_header() -> dict[str, Any]:
 def save_record(out: Path, prefix: str, report: dict[str, Any], text: str) -> int:
     """Write ``<out>/<prefix><date>.json`` and its markdown ``.md`` (``<date>-2``, ``-3``... when a record of that
     day exists: a record is never overwritten), print the markdown; 0 (the exit code)."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem, n = out / f"{prefix}{report['date']}", 1
-    while stem.with_suffix(".json").exists() or stem.with_suffix(".md").exists():
-        n += 1
-        stem = out / f"{prefix}{report['date']}-{n}"
+    stem = new_record_stem(out, f"{prefix}{report['date']}")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     stem.with_suffix(".md").write_text(text)
     print(text)

@@ -417,6 +417,17 @@ def generate_rows(rows: list[Row], exports: dict[str, dict[str, Any]], clips: li
 # --------------------------------------------------------------------------------------------------- report
 
 
+def new_record_stem(out: Path, name: str) -> Path:
+    """``<out>/<name>`` for a new record's ``.json`` / ``.md``, or ``<name>-2``, ``-3``... when a record of that name
+    exists: a record is never overwritten."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem, n = out / name, 1
+    while stem.with_suffix(".json").exists() or stem.with_suffix(".md").exists():
+        n += 1
+        stem = out / f"{name}-{n}"
+    return stem
+
+
 def commit() -> str:
     try:
         # "+dirty" when the working tree differs from the commit (a record of uncommitted code says so)
@@ -540,8 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 2), "settings": s, "train_args": args.train_arg,
         "training": results, "rows": [asdict(row) for row in rows], "failures": failures,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"variants-{mode}-{today}"
+    stem = new_record_stem(args.out, f"variants-{mode}-{today}")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(f"wrote {stem}.json and {stem}.md in {report['wall_seconds']:.1f} s", flush=True)

@@ -1,5 +1,6 @@
 """The benchmark scripts must keep running: their CPU smoke mode, not their figures."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -148,6 +149,20 @@ def test_bench_demo_times_the_demo_command(tmp_path):
     (run,) = record["runs"]
     assert run["wall_s"] > 0 and run["frames"] > 1 and run["mp4_bytes"] > 0
     assert record["budget_s"] == 120 and record["speech_s"] == pytest.approx(1.0) and record["commit"]
+    digest = hashlib.sha256((demo / "model.safetensors").read_bytes()).hexdigest()
+    assert record["model_sha256"] == digest  # which model was timed
+
+
+def test_records_are_never_overwritten(tmp_path):
+    """Every benchmark names a new record with benchmarks/variants.py's new_record_stem: -2, -3... on a clash."""
+    new_record_stem = load_script("variants").new_record_stem
+    first = new_record_stem(tmp_path / "res", "bench_demo-2026-12-02")
+    assert first == tmp_path / "res" / "bench_demo-2026-12-02" and first.parent.is_dir()
+    first.with_suffix(".json").write_text("{}")
+    second = new_record_stem(tmp_path / "res", "bench_demo-2026-12-02")
+    assert second.name == "bench_demo-2026-12-02-2"
+    second.with_suffix(".md").write_text("")  # either file of a record claims its name
+    assert new_record_stem(tmp_path / "res", "bench_demo-2026-12-02").name == "bench_demo-2026-12-02-3"
 
 
 def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypatch):

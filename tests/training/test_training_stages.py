@@ -7,6 +7,7 @@ import torch
 from training_helpers import one_thread, synthetic_batch, tiny_module  # noqa: F401 (one_thread: fixture)
 
 from fantasytalking.conditioning import Condition
+from fantasytalking.errors import InputError
 from fantasytalking.training import (
     StageOneClipAligner,
     StageTwoLipRefiner,
@@ -14,7 +15,7 @@ from fantasytalking.training import (
     masked_mean,
     step_generator,
 )
-from fantasytalking.training.module import is_conditioning_key
+from fantasytalking.training.module import is_conditioning_key, trainable_part
 
 STAGES = {"stage1": StageOneClipAligner, "stage2": StageTwoLipRefiner}
 
@@ -81,6 +82,37 @@ def test_trainable_sets():
     optimizer = custom.configure_optimizers()["optimizer"]
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert trained == {id(p) for p in custom.audio_conditioner.proj_model.parameters()}
+
+
+def test_trainable_only_narrows_to_the_named_parts():
+    module = tiny_module(StageTwoLipRefiner, face=True, motion=True, trainable={"mode": "full", "only": ["motion"]})
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith("conditioning.conditioners.motion.") for n in names)
+    frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    motion_out = module.get_parameter("conditioning.conditioners.motion.out.1.weight").detach().clone()
+    _one_step(module, synthetic_batch(2, seed=3))
+    assert not torch.equal(module.get_parameter("conditioning.conditioners.motion.out.1.weight"), motion_out)
+    for name, value in frozen.items():  # audio, face, their branches and the backbone: untouched
+        assert torch.equal(module.get_parameter(name), value), name
+    # Under full, a backbone that ``only`` freezes is still this run's: checkpoints keep it.
+    assert not any(k.startswith("transformer.") for k in module._omitted_keys)
+
+    face = tiny_module(face=True, trainable={"only": ["face"]})
+    face_names = {n for n, p in face.named_parameters() if p.requires_grad}
+    assert "transformer.transformer.blocks.0.attn2.processor.branches.face.k_proj.weight" in face_names
+    assert all(trainable_part(n) == "face" for n in face_names)
+    audio = tiny_module(face=True, trainable={"only": ["audio"]})
+    audio_names = {n for n, p in audio.named_parameters() if p.requires_grad}
+    assert "transformer.transformer.blocks.0.attn2.processor.k_proj.weight" in audio_names  # the release's names
+    assert all(trainable_part(n) == "audio" for n in audio_names)
+    lora = tiny_module(trainable={"mode": "lora", "lora_rank": 4, "lora_alpha": 4, "only": ["backbone"]})
+    lora_names = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert lora_names and all(".lora_" in n for n in lora_names)
+
+    with pytest.raises(InputError, match=r"trainable.only names \['motion'\].*choose from \['audio', 'backbone'\]"):
+        tiny_module(trainable={"only": ["motion"]})  # no motion conditioner in this model
+    with pytest.raises(InputError, match="nothing to train"):  # the backbone is frozen under `conditioners`
+        tiny_module(trainable={"only": ["backbone"]}).configure_optimizers()
 
 
 def test_stage_two_mask_loss_gradient_and_rate():

@@ -110,9 +110,16 @@ class TrainableConfig:
     ``mode``: ``conditioners`` (conditioners + their attention branches; the backbone frozen),
     ``lora`` (that plus LoRA adapters on the backbone's linears), ``full`` (everything but the
     frozen encoders).
+
+    ``only``: narrows what ``mode`` trains to the named parts: a conditioner's name (``audio``,
+    ``face``, ``motion``: the conditioner and its attention branch in every block) or ``backbone``
+    (the Wan weights under ``full``, the LoRA adapters under ``lora``). Empty: all of them. E.g.
+    ``only: [motion]`` fine-tunes the motion conditioner alone and leaves lip sync and identity as
+    they were.
     """
 
     mode: Literal["conditioners", "lora", "full"] = "conditioners"
+    only: list[str] = field(default_factory=list)
     lora_rank: int = 32
     lora_alpha: float = 32.0
     lora_dropout: float = 0.0

@@ -90,6 +90,23 @@ def is_conditioning_key(key: str) -> bool:
     return key.startswith("transformer.") and ".processor." in key
 
 
+_CONDITIONER_KEY = re.compile(r"^conditioning\.conditioners\.([^.]+)\.")
+_BRANCH_KEY = re.compile(r"\.processor\.branches\.([^.]+)\.")
+#: The audio branch keeps the release's names (``processor.k_proj`` / ``v_proj``), outside ``branches``.
+_AUDIO_BRANCH = "audio"
+
+
+def trainable_part(key: str) -> str:
+    """The part a trainable key belongs to, as ``trainable.only`` names it: a conditioner's name
+    (its own weights and its attention branch in every block) or ``"backbone"`` (Wan weights, LoRA)."""
+    if match := _CONDITIONER_KEY.match(key):
+        return match.group(1)
+    if ".processor." in key:
+        match = _BRANCH_KEY.search(key)
+        return match.group(1) if match else _AUDIO_BRANCH
+    return "backbone"
+
+
 def _clean_key(key: str) -> str:
     """A state key without the names FSDP / activation checkpointing / torch.compile wrappers insert."""
     return ".".join(part for part in key.split(".") if part not in _WRAPPER_PARTS)
@@ -262,17 +279,23 @@ class FantasyTalkingModule(pl.LightningModule):
         Default, by ``trainable.mode``: ``conditioners`` trains the conditioners and their attention
         branches in every block (audio ``k_proj``/``v_proj``, identity branch); ``lora`` adds LoRA
         adapters on the backbone's linears and trains them too; ``full`` trains the whole backbone as
-        well. Speech and face encoders, the VAE, umT5 and CLIP never train.
+        well. Speech and face encoders, the VAE, umT5 and CLIP never train. ``trainable.only`` then keeps
+        the named parts (:func:`trainable_part`) and freezes the rest.
         """
         cfg = self.trainable_config
         self.requires_grad_(False)
         if cfg.mode == "lora":
             self.lora_config = inject_lora(self.transformer.transformer, rank=cfg.lora_rank, alpha=cfg.lora_alpha,
                                            dropout=cfg.lora_dropout, targets=cfg.lora_targets)  # fmt: skip
+        only = set(cfg.only)
+        parts = {"backbone", *self.conditioning.names}
+        if unknown := sorted(only - parts):
+            raise InputError(f"trainable.only names {unknown}, which this model lacks; choose from {sorted(parts)}.")
         for name, param in self.named_parameters():
             lora = cfg.mode == "lora" and ".lora_" in name
             full = cfg.mode == "full" and name.startswith("transformer.")
-            param.requires_grad_(is_conditioning_key(name) or lora or full)
+            chosen = not only or trainable_part(name) in only
+            param.requires_grad_((is_conditioning_key(name) or lora or full) and chosen)
 
     def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
@@ -289,8 +312,12 @@ class FantasyTalkingModule(pl.LightningModule):
             param.data = param.data.to(dtype)
 
     def _pretrained_frozen_keys(self) -> frozenset[str]:
+        """Keys a checkpoint leaves out because the weights folder gives them back. Under ``full`` the backbone
+        is this run's (or ``init_from``'s) even where ``trainable.only`` freezes it, so it stays in."""
         trainable = {n for n, _ in self.trainable_named_parameters()}
-        return frozenset(k for k in self.state_dict(keep_vars=True) if is_pretrained_key(k) and k not in trainable)
+        full = self.trainable_config.mode == "full"
+        return frozenset(k for k in self.state_dict(keep_vars=True)
+                         if is_pretrained_key(k) and k not in trainable and not (full and k.startswith("transformer.")))  # fmt: skip
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable parameters (no weight decay on norms, biases and 1-d tensors) + LR schedule."""
