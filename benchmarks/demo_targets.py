@@ -280,6 +280,9 @@ def motion_embedding_spread(motion: Any) -> dict[str, Any]:
 def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """The issue's targets over the rows there are (a target whose rows are missing is left out)."""
     checks: dict[str, bool] = {}
+    if all(f"motion {level}" in by for level in MOTION_LEVELS):  # the motion rows alone are enough for this one
+        motion = [by[f"motion {level}"]["head_motion"] or 0 for level in MOTION_LEVELS]
+        checks["motion 0.1 < 0.5 < 1.0"] = all(a < b for a, b in itertools.pairwise(motion))
     f = by.get("full model, own speech")
     if f is None:
         return checks
@@ -288,9 +291,6 @@ def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
         checks["silence <= 0.15"] = (by["full model, silence"]["lipsync"] or 0) <= TARGETS["mismatched_max"]
     if ANOTHER_ROW in by:
         checks["another sentence <= 0.15"] = (by[ANOTHER_ROW]["lipsync"] or 0) <= TARGETS["mismatched_max"]
-    if all(f"motion {level}" in by for level in MOTION_LEVELS):
-        motion = [by[f"motion {level}"]["head_motion"] or 0 for level in MOTION_LEVELS]
-        checks["motion 0.1 < 0.5 < 1.0"] = all(a < b for a, b in itertools.pairwise(motion))
     checks[f"closed in silences > {TARGETS['silence_seconds']} s for >= {TARGETS['closed_min']:.0%} of their frames"] = (
         (f["closed_in_long_silence"] or 0) >= TARGETS["closed_min"])  # fmt: skip
     if FACE_OFF_ROW in by:

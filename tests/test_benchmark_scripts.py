@@ -128,6 +128,8 @@ def test_demo_targets_checks_cover_the_rows_there_are():
     assert checks["motion 0.1 < 0.5 < 1.0"] is False  # strictly increasing, not equal
     assert "silence <= 0.15" not in checks and "stage one < stage one + two" not in checks
     assert script.target_checks({}) == {}
+    motion_only = {f"motion {level}": {"head_motion": value} for level, value in zip((0.1, 0.5, 1.0), (1, 2, 3))}
+    assert script.target_checks(motion_only) == {"motion 0.1 < 0.5 < 1.0": True}  # no own-speech row needed
 
 
 def test_bench_demo_times_the_demo_command(tmp_path):
