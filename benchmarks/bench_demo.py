@@ -28,8 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from demo_targets import file_sha256  # noqa: E402
-from variants import commit, new_record_stem  # noqa: E402
+from variants import commit, file_sha256, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: The issue's budget for the job, seconds on 2 CPU cores.

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import itertools
 import json
 import os
@@ -65,7 +64,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit, guarded, heldout_clips, new_record_stem  # noqa: E402
+from variants import commit, file_sha256, guarded, heldout_clips, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
@@ -365,13 +364,6 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         "motion_embedding": getattr(args, "motion_embedding", None),
     }  # fmt: skip
     return save_record(args.out, f"demo-targets-{suffix}", report, markdown(report))
-
-
-@functools.cache
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_header() -> dict[str, Any]:

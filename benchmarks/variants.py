@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -426,6 +427,14 @@ def new_record_stem(out: Path, name: str) -> Path:
         n += 1
         stem = out / f"{name}-{n}"
     return stem
+
+
+@functools.cache
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file (a model export: which weights a record measured), read once per process."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def commit() -> str:

@@ -92,8 +92,6 @@ def is_conditioning_key(key: str) -> bool:
 
 _CONDITIONER_KEY = re.compile(r"^conditioning\.conditioners\.([^.]+)\.")
 _BRANCH_KEY = re.compile(r"\.processor\.branches\.([^.]+)\.")
-#: The audio branch keeps the release's names (``processor.k_proj`` / ``v_proj``), outside ``branches``.
-_AUDIO_BRANCH = "audio"
 
 
 def trainable_part(key: str) -> str:
@@ -102,8 +100,8 @@ def trainable_part(key: str) -> str:
     if match := _CONDITIONER_KEY.match(key):
         return match.group(1)
     if ".processor." in key:
-        match = _BRANCH_KEY.search(key)
-        return match.group(1) if match else _AUDIO_BRANCH
+        match = _BRANCH_KEY.search(key)  # the audio branch keeps the release's names, outside ``branches``
+        return match.group(1) if match else "audio"
     return "backbone"
 
 
