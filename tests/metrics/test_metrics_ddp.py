@@ -1,54 +1,143 @@
-"""States synchronise across processes: 2 CPU ranks (gloo) give the single-process result on the union."""
+"""States synchronise across processes: 2 CPU ranks (gloo), each with half the videos, give every metric's
+single-process result on the union. The networks run at random weights (SyncNet, LPIPS), as a plugged-in
+extractor (FID, FVD), or as shipped offline (dlib for identity); dynamics and SynthTalk read real pixels/landmarks."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from fantasytalking.metrics import FID, LandmarkLipSync
+WORLD = 2
 
 
 class MeanColour(nn.Module):
+    """A stand-in frame / clip feature: the mean colour (FID: (N, 3, H, W); FVD: (K, 3, T, H, W))."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+        return x.flatten(2).mean(dim=-1)
 
 
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
+def _videos() -> dict[str, Any]:
+    """Four small videos of each kind, the same on every rank (each rank then takes its half)."""
+    from skimage.data import astronaut
+
     g = torch.Generator().manual_seed(0)
-    return torch.rand(4, 3, 3, 8, 8, generator=g), torch.rand(4, 3, 3, 8, 8, generator=g) * 0.7
+    face = astronaut()[40:296, 96:352]  # (256, 256, 3), a real face for dlib
+    portraits = torch.from_numpy(np.stack([np.stack([np.roll(face, s + k, axis=1) for s in (0, 3)])
+                                           for k in range(4)])).permute(0, 4, 1, 2, 3)  # uint8 (4, 3, 2, 256, 256)
+    rng = np.random.default_rng(0)
+    return {
+        "real": torch.rand(4, 3, 4, 64, 64, generator=g),
+        "fake": torch.rand(4, 3, 4, 64, 64, generator=g) * 0.7,
+        "crops": [rng.uniform(0, 255, (8, 224, 224, 3)).astype(np.float32) for _ in range(4)],
+        "speech": [(rng.normal(size=16000 * 8 // 25) * 0.1).astype(np.float32) for _ in range(4)],
+        "portraits": portraits,
+        "landmarks": [rng.normal(size=(6, 68, 2)).astype(np.float32) * 3 + 50 for _ in range(4)],
+    }
 
 
-def _worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _metrics() -> dict[str, Any]:
+    from fantasytalking.metrics import (
+        FID,
+        FVD,
+        IdentityConsistency,
+        LPIPSVideo,
+        MotionDynamics,
+        SyncNet,
+        SyncNetScore,
+    )
+
+    torch.manual_seed(0)  # the same random SyncNet / LPIPS weights on every rank
+    return {
+        "fid": FID(feature_extractor=MeanColour(), num_features=3),
+        "fvd": FVD(feature_extractor=MeanColour(), num_features=3, extractor_kwargs={}, clip_frames=2, size=16),
+        "sync": SyncNetScore(network=SyncNet(), landmarker=object()),
+        "lpips": LPIPSVideo(pretrained_backbone=False),
+        "identity": IdentityConsistency(frame_stride=1),
+        "dynamics": MotionDynamics(landmarker=object(), fps=25.0),
+    }
+
+
+def _feed(metrics: dict[str, Any], data: dict[str, Any], picks: list[int]) -> None:
+    real, fake = data["real"][picks], data["fake"][picks]
+    for name in ("fid", "fvd"):
+        metrics[name].update(real, real=True)
+        metrics[name].update(fake, real=False)
+    for i in picks:
+        metrics["sync"].update(results=[metrics["sync"].score_crops(data["crops"][i], data["speech"][i])])
+        metrics["dynamics"].update(landmarks=[data["landmarks"][i]])
+    metrics["lpips"].update(fake, real)
+    portraits = data["portraits"][picks]
+    metrics["identity"].update(portraits, portraits[:, :, 0])
+
+
+def _synthtalk_update(metric: Any, picks: list[int]) -> None:
+    from fantasytalking.data.synthtalk import SynthConfig, make_clip
+    from fantasytalking.metrics import truth_of
+
+    cfg = SynthConfig(size=64, num_frames=17, seed=3)
+    for i in picks:
+        clip = make_clip(cfg, i, motion=0.2 + 0.25 * i)
+        t = truth_of(clip.truth, clip.info)
+        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 (1, 3, N, H, W)
+        metric.update(video, [t["truth_open"]], silent=[t["silent"]], references=[clip.identity],
+                      requested_motion=[t["requested_motion"]])  # fmt: skip
+
+
+def _values(metrics: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, metric in metrics.items():
+        value = metric.compute()  # syncs the states across the ranks
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        out.update({f"{name}/{k}": float(v) for k, v in items})
+    return out
+
+
+def _worker(rank: int, init_file: str, out: str, synthtalk: bool) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        real, fake = _data()
-        fid = FID(feature_extractor=MeanColour(), num_features=3)
-        fid.update(real[rank::world], real=True)
-        fid.update(fake[rank::world], real=False)
-        value = fid.compute()  # syncs the summed states
-        lip = LandmarkLipSync(landmarker=object())
-        lip.corr_sum += float(rank + 1)
-        lip.count += 1
-        torch.save({"fid": value, "lip": lip.compute()["lipsync_corr"]}, f"{out}.{rank}")
+        torch.set_num_threads(1)
+        metrics = _metrics()
+        if synthtalk:
+            from fantasytalking.metrics import SynthTalkMetric
+
+            metrics["synthtalk"] = SynthTalkMetric(fps=23.0)
+            _synthtalk_update(metrics["synthtalk"], list(range(rank, 4, WORLD)))
+        _feed(metrics, _videos(), list(range(rank, 4, WORLD)))
+        torch.save(_values(metrics), f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 def test_two_process_sync_equals_union(tmp_path) -> None:
+    from fantasytalking.data.synthtalk import espeak_available
+
+    synthtalk = espeak_available()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     out = str(tmp_path / "res")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
-    real, fake = _data()
-    single = FID(feature_extractor=MeanColour(), num_features=3)
-    single.update(real, real=True)
-    single.update(fake, real=False)
-    expected = float(single.compute())
-    for rank in range(2):
+    mp.spawn(_worker, args=(str(tmp_path / "init"), out, synthtalk), nprocs=WORLD, join=True)
+
+    single = _metrics()
+    if synthtalk:
+        from fantasytalking.metrics import SynthTalkMetric
+
+        single["synthtalk"] = SynthTalkMetric(fps=23.0)
+        _synthtalk_update(single["synthtalk"], [0, 1, 2, 3])
+    _feed(single, _videos(), [0, 1, 2, 3])
+    expected = _values(single)
+    assert {"fid/", "fvd/", "sync/sync_c", "lpips/", "identity/", "dynamics/landmark_speed"} <= set(expected)
+    if synthtalk:
+        assert {"synthtalk/lipsync", "synthtalk/motion_corr"} <= set(expected)
+        assert np.isfinite(expected["synthtalk/motion_corr"])  # the four requests (0.2 ... 0.95) reached compute
+    for rank in range(WORLD):
         got = torch.load(f"{out}.{rank}")
-        assert float(got["fid"]) == pytest.approx(expected, rel=1e-9)
-        assert float(got["lip"]) == pytest.approx(1.5)  # (1 + 2) / 2 videos
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (rank, key)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
+import torch
 
 from fantasytalking.data.synthtalk import SynthConfig, espeak_available, make_clip
 from fantasytalking.errors import InputError
+from fantasytalking.metrics import synthtalk as M
 
-
-def _load_metrics() -> Any:
-    """The measures module, by path when the metrics package is not importable yet."""
-    try:
-        from fantasytalking.metrics import synthtalk
-
-        return synthtalk
-    except ImportError:  # pragma: no cover
-        path = Path(__file__).parents[2] / "src/fantasytalking/metrics/synthtalk.py"
-        spec = importlib.util.spec_from_file_location("synthtalk_metrics", path)
-        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(mod)  # type: ignore[union-attr]
-        return mod
-
-
-M = _load_metrics()
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="libespeak-ng1 is not installed")
 CFG = SynthConfig(size=64, num_frames=33, seed=11)
 
@@ -53,8 +35,6 @@ def test_silent_video_measures_closed_and_scores() -> None:
 
 
 def test_tensor_input_matches_uint8() -> None:
-    import torch
-
     clip = make_clip(CFG, 0)
     video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, N, H, W)
     np.testing.assert_allclose(M.mouth_opening(video), M.mouth_opening(clip.frames), atol=1e-6)
@@ -106,3 +86,62 @@ def test_long_silences_keep_only_runs_longer_than_the_limit() -> None:
     expected = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=bool)
     np.testing.assert_array_equal(long_silences(silent, fps=10, min_seconds=0.3), expected)
     assert not long_silences(np.zeros(5, bool), fps=10).any()
+
+
+def _batch(clips: list) -> torch.Tensor:
+    return torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 4, 1, 2, 3)  # uint8 (B, 3, N, H, W)
+
+
+def test_synthtalk_metric_matches_the_functions_and_reads_the_motion_request(tmp_path) -> None:
+    """SynthTalkMetric: the mean of the per-clip functions, and motion_corr from the requested intensities."""
+    from fantasytalking.io import write_video
+    from fantasytalking.metrics import SynthTalkMetric, truth_of
+
+    clips = [make_clip(CFG, i, motion=k) for i, k in enumerate((0.1, 0.5, 1.0))]
+    metric = SynthTalkMetric(fps=CFG.fps)
+    truths = [truth_of(c.truth, c.info) for c in clips]
+    assert [t["requested_motion"] for t in truths] == [0.1, 0.5, 1.0]
+    metric.update(_batch(clips), [t["truth_open"] for t in truths], silent=[t["silent"] for t in truths],
+                  references=[c.identity for c in clips], requested_motion=[t["requested_motion"] for t in truths])
+    got = {k: float(v) for k, v in metric.compute().items()}
+
+    lips, closed, ident, heads = [], [], [], []
+    for c, t in zip(clips, truths):
+        opening = M.mouth_opening(c.frames)
+        lips.append(M.lipsync_correlation(opening, t["truth_open"]))
+        long_silent = M.long_silences(t["silent"], CFG.fps, 0.3)
+        if long_silent.any():
+            closed.append(M.mouth_closed_fraction(opening, long_silent))
+        ident.append(M.identity_error_over_frames(c.frames, c.identity, 8))
+        heads.append(M.head_motion(c.frames))
+    assert got["lipsync"] == pytest.approx(np.mean(lips)) and got["lipsync"] > 0.9
+    assert got["identity_error"] == pytest.approx(np.mean(ident)) and got["identity_error"] < 0.03
+    assert got["head_motion"] == pytest.approx(np.mean(heads))
+    assert np.isnan(got["closed_in_silence"]) if not closed else got["closed_in_silence"] == pytest.approx(np.mean(closed))
+    assert got["motion_corr"] == pytest.approx(np.corrcoef([0.1, 0.5, 1.0], heads)[0, 1]) and got["motion_corr"] > 0.8
+
+    # the same clips as files (their own fps), with the rendered portraits as references
+    paths = []
+    for i, c in enumerate(clips):
+        paths.append(tmp_path / f"clip{i}.mp4")
+        write_video(paths[-1], c.frames, CFG.fps, crf=10)
+    from_files = SynthTalkMetric()  # no fps: the files carry theirs
+    from_files.update(paths, [t["truth_open"] for t in truths], references=[c.frames[0] for c in clips])
+    files = {k: float(v) for k, v in from_files.compute().items()}
+    assert files["lipsync"] == pytest.approx(got["lipsync"], abs=0.03)
+    assert np.isnan(files["motion_corr"])  # no requests given
+
+
+def test_synthtalk_metric_errors() -> None:
+    from fantasytalking.metrics import SynthTalkMetric, truth_of
+
+    clip = make_clip(CFG, 0)
+    with pytest.raises(InputError, match="fps="):
+        SynthTalkMetric().update(_batch([clip]), [clip.column("open")])
+    with pytest.raises(InputError, match="one per video"):
+        SynthTalkMetric(fps=CFG.fps).update(_batch([clip, clip]), [clip.column("open")] * 3)
+    with pytest.raises(InputError, match="truth array"):
+        truth_of(clip.truth[:, :3])
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        empty = {k: float(v) for k, v in SynthTalkMetric().compute().items()}
+    assert all(np.isnan(v) for v in empty.values())

@@ -10,6 +10,7 @@ LPIPS (paired frames)         :class:`LPIPSVideo`             ``alexnet-owt-7be5
 identity consistency          :class:`IdentityConsistency`    none (dlib), ArcFace pluggable
 motion dynamics               :class:`MotionDynamics`         none (dlib landmarks)
 landmark lip sync             :class:`LandmarkLipSync`        none (dlib landmarks)
+SynthTalk ground truth        :class:`SynthTalkMetric`        none (pixels of SynthTalk faces)
 ============================  ==============================  ======================================================
 
 Videos are ``(B, C, F, H, W)`` tensors in [0, 1] (``value_range="11"`` for [-1, 1]; uint8 in [0, 255]) or lists
@@ -17,15 +18,15 @@ of video files (see :mod:`fantasytalking.metrics.video`). Pure numerical cores: 
 :func:`offset_distances`, :func:`sync_from_distances`. ``fantasytalking evaluate`` is
 :func:`fantasytalking.metrics.evaluate.evaluate_main`.
 
-Names are imported lazily, so ``import fantasytalking.metrics`` is cheap. The SynthTalk ground-truth measures
-(``mouth_opening``, ``lipsync_correlation``, ``identity_error``, ``measured_motion``) are re-exported from
-:mod:`fantasytalking.metrics.synthtalk` when that module is present.
+Names are imported lazily, so ``import fantasytalking.metrics`` is cheap. The SynthTalk measures of one video
+(``mouth_opening``, ``lipsync_correlation``, ``identity_error``, ``head_motion``...) are functions of
+:mod:`fantasytalking.metrics.synthtalk`; :class:`SynthTalkMetric` accumulates them over videos, with the
+correlation of measured head motion and requested motion intensity.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
@@ -67,24 +68,24 @@ _EXPORTS: dict[str, str] = {
     "add_evaluate_arguments": "evaluate",
     "evaluate_from_args": "evaluate",
     "evaluate_folders": "evaluate",
+    # synthtalk.py (pixel measures of SynthTalk faces) and synthtalk_metric.py (them as one Metric)
+    "MOUTH_CLOSED_THRESHOLD": "synthtalk",
+    "mouth_opening": "synthtalk",
+    "lipsync_correlation": "synthtalk",
+    "mouth_closed_fraction": "synthtalk",
+    "long_silences": "synthtalk",
+    "identity_error": "synthtalk",
+    "identity_error_over_frames": "synthtalk",
+    "head_motion": "synthtalk",
+    "motion_energy": "synthtalk",
+    "score_synthtalk": "synthtalk",
+    "SynthTalkMetric": "synthtalk_metric",
+    "truth_of": "synthtalk_metric",
 }
-
-#: names of ``synthtalk.py`` (written separately); exported only when that module exists.
-_SYNTHTALK_NAMES = ("mouth_opening", "lipsync_correlation", "identity_error", "measured_motion")
-
-
-def _synthtalk_available() -> bool:
-    return importlib.util.find_spec(f"{__name__}.synthtalk") is not None
-
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    elif name in _SYNTHTALK_NAMES and _synthtalk_available():
-        module = importlib.import_module(f"{__name__}.synthtalk")
-        if not hasattr(module, name):
-            raise AttributeError(f"{__name__}.synthtalk does not define {name!r} (yet)")
-        value = getattr(module, name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
@@ -92,10 +93,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    extra = list(_SYNTHTALK_NAMES) if _synthtalk_available() else []
-    return sorted(set(globals()) | set(__all__) | set(extra))
+    return sorted(set(globals()) | set(__all__))
 
 
-# The SynthTalk names stay out of ``__all__`` so that ``import *`` never depends on that module's contents;
-# ``from fantasytalking.metrics import mouth_opening`` works whenever synthtalk.py defines it.
 __all__ = sorted(_EXPORTS)

@@ -14,6 +14,7 @@ quantity, so compare these only between systems measured the same way.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -67,28 +68,35 @@ class MotionDynamics(LazyLandmarkerMixin, Metric):
 
 
     def update_landmarks(self, landmarks: np.ndarray, fps: float | None = None) -> None:
-        """Add one video's landmarks ``(N, 68, 2)``."""
-        d = landmark_dynamics(landmarks, self.fps if fps is None else fps)
-        self.sums += torch.tensor([d[k] for k in self.KEYS], dtype=torch.float64, device=self.sums.device)
-        self.count += 1
+        """Add one video's landmarks ``(N, 68, 2)`` (``update(landmarks=[...])``)."""
+        self.update(landmarks=[landmarks], fps=fps)
 
-    def update(self, videos: Any, fps: float | None = None) -> None:  # type: ignore[override]
-        """``videos``: ``(B, 3, F, H, W)`` (at ``fps``, default the constructor's) or paths (their own fps)."""
+    def update(  # type: ignore[override]
+        self, videos: Any = None, fps: float | None = None, *, landmarks: Any = ()
+    ) -> None:
+        """``videos``: ``(B, 3, F, H, W)`` (at ``fps``, default the constructor's) or paths (their own fps);
+        ``landmarks``: videos already tracked, one ``(N, 68, 2)`` array each (at ``fps``)."""
         from fantasytalking.face import track_face
         from fantasytalking.metrics.video import iter_videos, read_video_file, to_uint8_frames
 
+        for lm in landmarks:
+            d = landmark_dynamics(np.asarray(lm), self.fps if fps is None else fps)
+            self.sums += torch.tensor([d[k] for k in self.KEYS], dtype=torch.float64, device=self.sums.device)
+            self.count += 1
+        if videos is None:
+            return
         if isinstance(videos, torch.Tensor):
             pairs = [(to_uint8_frames(v), fps) for v in iter_videos(videos, self.value_range)]  # type: ignore[arg-type]
         else:
             pairs = []
-            for item in [videos] if isinstance(videos, str) else videos:
+            for item in [videos] if isinstance(videos, (str, os.PathLike)) else videos:
                 if isinstance(item, torch.Tensor):
                     pairs.append((to_uint8_frames(next(iter_videos([item], self.value_range))), fps))  # type: ignore[arg-type]
                 else:
                     v, rate, _, _ = read_video_file(item)
                     pairs.append((to_uint8_frames(v), rate))
         for frames, rate in pairs:
-            self.update_landmarks(track_face(frames, self.landmarker).landmarks, rate)
+            self.update(landmarks=[track_face(frames, self.landmarker).landmarks], fps=rate)
 
     def compute(self) -> dict[str, torch.Tensor]:
         mean = self.sums / self.count.clamp(min=1).double()

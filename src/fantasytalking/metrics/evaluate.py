@@ -14,10 +14,16 @@ Examples::
 Files are matched by stem: ``out/clip01.mp4`` goes with ``refs/clip01.png`` (or ``.mp4``: ground-truth video,
 whose first frame is the identity reference) and ``audio/clip01.wav``. Without ``--audio`` each video's own audio
 track is used. Writes ``results.json`` (aggregate + per-video values + settings) and ``results.md`` (tables).
-Missing weights for a requested metric stop the command before any video is read.
+Missing weights for a requested metric (or a bad ``--face-encoder arcface:PATH``), unmatched stems, and videos
+without an audio track when lip sync is asked for without ``--audio`` stop the command before any video is decoded.
 
 Which metric needs what: ``fid`` (real frames: reference videos or images), ``fvd`` and ``lpips`` (reference
-videos), ``identity`` (references), ``sync`` and ``lipsync`` (speech), ``dynamics`` (nothing).
+videos), ``identity`` (references), ``sync`` and ``lipsync`` (speech), ``dynamics`` (nothing), ``synthtalk``
+(``--synthtalk SHARDS``: the SynthTalk clips the videos were made from, named by sample key; chosen by default
+when given)::
+
+    fantasytalking evaluate --videos out/ --synthtalk shards/synthtalk-heldout --metrics synthtalk,dynamics \
+        --out results.json
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALL_METRICS = ("fid", "fvd", "sync", "lpips", "identity", "dynamics", "lipsync")
+ALL_METRICS = ("fid", "fvd", "sync", "lpips", "identity", "dynamics", "lipsync", "synthtalk")
 NO_DOWNLOAD_METRICS = ("identity", "dynamics", "lipsync")
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -55,7 +61,8 @@ AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", *VIDEO_EXTS)
 _WEIGHT_FOR = {"fid": "inception", "fvd": "i3d", "sync": "syncnet", "lpips": "alexnet"}
 _DIRECTION = {
     "fid": "lower", "fvd": "lower", "sync_c": "higher", "sync_d": "lower", "lpips": "lower", "identity": "higher",
-    "lipsync_corr": "higher",
+    "lipsync_corr": "higher", "synthtalk_lipsync": "higher", "synthtalk_closed_in_silence": "higher",
+    "synthtalk_identity_error": "lower", "synthtalk_motion_corr": "higher",
 }  # fmt: skip
 
 
@@ -77,13 +84,14 @@ def _match(videos: dict[str, Path], others: dict[str, Path], what: str, flag: st
     missing = [s for s in videos if s not in others]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(f"no {what} file with the same stem for {len(missing)} video(s) ({shown}); check {flag}")
+        raise InputError(f"no {what} with the same stem for {len(missing)} video(s) ({shown}); check {flag}")
     return {s: others[s] for s in videos}
 
 
 def _parse_metrics(text: str | None, args: argparse.Namespace) -> list[str]:
     if text is None:
         chosen = [m for m in NO_DOWNLOAD_METRICS if m != "identity" or args.references is not None]
+        chosen += ["synthtalk"] if getattr(args, "synthtalk", None) is not None else []
         given = {"fid": args.inception, "fvd": args.i3d, "sync": args.syncnet, "lpips": args.lpips_backbone}
         return [m for m in ALL_METRICS if m in chosen or (given.get(m) is not None and args.references is not None)
                 or (m == "sync" and args.syncnet is not None)]  # fmt: skip
@@ -115,6 +123,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help=f"comma list from {','.join(ALL_METRICS)} (default: {','.join(NO_DOWNLOAD_METRICS)}, "
         "plus each metric whose weights are given)",
     )
+    parser.add_argument(
+        "--synthtalk",
+        type=Path,
+        default=None,
+        help="SynthTalk shard folder the videos were made from (video stem = sample key): adds the ground-truth "
+        "measures (metric synthtalk: lip sync, closed mouth in silences, identity error, head motion)",
+    )
     parser.add_argument("--inception", type=Path, default=None, help="pt_inception-2015-12-05-6726825d.pth (FID)")
     parser.add_argument("--i3d", type=Path, default=None, help="i3d_torchscript.pt (FVD)")
     parser.add_argument("--syncnet", type=Path, default=None, help="syncnet_v2.model (Sync-C, Sync-D)")
@@ -144,7 +159,7 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
         if args.references is None:
             raise InputError(f"metric(s) {', '.join(needs_refs)} need --references DIR")
         refs = _match(
-            videos, _files(args.references, VIDEO_EXTS + IMAGE_EXTS, "reference"), "reference", "--references"
+            videos, _files(args.references, VIDEO_EXTS + IMAGE_EXTS, "reference"), "reference file", "--references"
         )
         need_video = [m for m in needs_refs if m in ("fvd", "lpips")]
         images = [s for s, p in refs.items() if p.suffix.lower() not in VIDEO_EXTS]
@@ -152,8 +167,21 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
             raise InputError(f"{', '.join(need_video)} need ground-truth reference videos, but {refs[images[0]].name} "
                              "is an image; drop those metrics or give reference videos")  # fmt: skip
     audio: dict[str, Path] = {}
-    if args.audio is not None and any(m in ("sync", "lipsync") for m in metrics):
-        audio = _match(videos, _files(args.audio, AUDIO_EXTS, "audio"), "audio", "--audio")
+    speech_metrics = [m for m in metrics if m in ("sync", "lipsync")]
+    if args.audio is not None and speech_metrics:
+        audio = _match(videos, _files(args.audio, AUDIO_EXTS, "audio"), "audio file", "--audio")
+    elif speech_metrics:
+        silent = [s for s, p in videos.items() if not _has_audio_track(p)]
+        if silent:
+            shown = ", ".join(videos[s].name for s in silent[:3]) + (" ..." if len(silent) > 3 else "")
+            raise InputError(f"{len(silent)} video(s) have no audio track ({shown}) for {', '.join(speech_metrics)}: "
+                             "pass --audio DIR (speech files by stem) or leave them out with --metrics")  # fmt: skip
+    args.synthtalk_truth = _synthtalk_truth(args, metrics, videos)
+    args.face_encoder_obj = None
+    if "identity" in metrics:
+        from fantasytalking.face import make_face_encoder
+
+        args.face_encoder_obj = make_face_encoder(args.face_encoder)  # loads ArcFace now: a bad file stops here
     given = {"inception": args.inception, "i3d": args.i3d, "syncnet": args.syncnet, "alexnet": args.lpips_backbone}
     for m in metrics:
         if m in _WEIGHT_FOR:
@@ -166,6 +194,59 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
     if not args.out.parent.is_dir() and str(args.out.parent):
         raise InputError(f"output folder does not exist: {args.out.parent}; create it first")
     return videos, refs, audio
+
+
+def _synthtalk_truth(
+    args: argparse.Namespace, metrics: list[str], videos: dict[str, Path]
+) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The ground truth of each video's SynthTalk clip (``stem -> (truth (N, C), truth.json)``), checked: the
+    folder is a SynthTalk dataset, every stem is one of its keys, and every video runs at its frame rate."""
+    if "synthtalk" not in metrics:
+        return {}
+    import json
+
+    from fantasytalking.data.synthtalk import read_truth
+
+    folder = getattr(args, "synthtalk", None)
+    if folder is None:
+        raise InputError("metric synthtalk needs --synthtalk DIR (the SynthTalk shards the videos were made from)")
+    settings = Path(folder) / "synthtalk.json"
+    if not settings.is_file():
+        raise InputError(f"{folder} is not a SynthTalk dataset (no synthtalk.json); make one with fantasytalking synth")
+    fps = float(json.loads(settings.read_text(encoding="utf-8"))["fps"])
+    truth = _match(videos, read_truth(folder), "SynthTalk clip", "--synthtalk (video stems must be sample keys)")  # type: ignore[arg-type]
+    for path in videos.values():
+        rate = _video_rate(path)
+        if abs(rate - fps) > 1e-3 * fps:
+            raise InputError(f"{path.name} runs at {rate:g} fps but the SynthTalk truth at {fps:g} fps; generate at "
+                             f"the dataset's frame rate (--fps {fps:g})")  # fmt: skip
+    return truth  # type: ignore[return-value]
+
+
+def _video_rate(path: Path) -> float:
+    """A video file's frame rate from its headers."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            return float(rate) if rate else 0.0
+    except (av.FFmpegError, OSError, IndexError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"cannot read video {path} ({reason}); re-export it as .mp4 (H.264) or drop it") from err
+
+
+def _has_audio_track(path: Path) -> bool:
+    """Whether a video file has an audio stream (headers only, nothing decoded)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"cannot read video {path} ({reason}); re-export it as .mp4 (H.264) or drop it") from err
 
 
 def _reference_as_video(path: Path) -> torch.Tensor:
@@ -245,15 +326,31 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
 
         run_per_video(LPIPSVideo(w["alexnet"]), lambda m, i, s: m([videos[s]], [refs[s]]), "lpips")
     if "identity" in metrics:
-        from fantasytalking.face import make_face_encoder
         from fantasytalking.metrics.identity import IdentityConsistency
 
-        idc = IdentityConsistency(encoder=make_face_encoder(args.face_encoder), frame_stride=args.identity_frame_stride)
+        idc = IdentityConsistency(encoder=args.face_encoder_obj, frame_stride=args.identity_frame_stride)
         run_per_video(idc, lambda m, i, s: m([videos[s]], [refs[s]]), "identity")
     if "dynamics" in metrics:
         from fantasytalking.metrics.dynamics import MotionDynamics
 
         run_per_video(MotionDynamics(), lambda m, i, s: m([videos[s]]), "dynamics")
+    if "synthtalk" in metrics:
+        import math
+
+        from fantasytalking.data.synthtalk import Identity
+        from fantasytalking.metrics.synthtalk_metric import SynthTalkMetric, truth_of
+
+        st = SynthTalkMetric()
+        for s in stems:
+            log.info("synthtalk: %s", s)
+            truth, info = args.synthtalk_truth[s]
+            t = truth_of(truth, info)
+            ref = Identity.from_dict(info["identity"]) if info.get("identity") else None
+            ((frames, rate),) = st.frames_and_fps([videos[s]])
+            scores = st.score_one(frames, t["truth_open"], fps=rate, silent=t["silent"], reference=ref)
+            per_video[s].update({f"synthtalk_{k}": float(v) for k, v in scores.items() if v is not None})
+            st.update(scores=[{**scores, "requested_motion": t.get("requested_motion")}])
+        aggregate.update({f"synthtalk_{k}": _scalar(v) for k, v in st.compute().items() if not math.isnan(_scalar(v))})
     return {
         "metrics": aggregate,
         "direction": {k: v for k, v in _DIRECTION.items() if k in aggregate},
@@ -263,6 +360,7 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
             "videos": str(args.videos),
             "references": None if args.references is None else str(args.references),
             "audio": None if args.audio is None else str(args.audio),
+            "synthtalk": None if getattr(args, "synthtalk", None) is None else str(args.synthtalk),
             "metrics": metrics,
             "weights": {k: str(v) for k, v in w.items() if v is not None},
             "face_encoder": args.face_encoder,

@@ -269,16 +269,25 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
 
     def update(  # type: ignore[override]
         self,
-        videos: Any,
+        videos: Any = None,
         audio: torch.Tensor | Sequence[Any] | None = None,
         *,
         fps: float | Sequence[float] = SYNCNET_FPS,
         sample_rate: int = SYNCNET_SR,
+        results: Sequence[SyncResult] = (),
     ) -> None:
         """``videos``: ``(B, 3, F, H, W)`` or paths; ``audio``: ``(B, S)`` at ``sample_rate``, paths, or ``None`` to
-        use each video file's own audio track. ``fps``: frame rate of tensor videos (files carry their own)."""
+        use each video file's own audio track. ``fps``: frame rate of tensor videos (files carry their own).
+        ``results``: videos already scored (:meth:`score_crops` on crops of your own), added as they are."""
         from fantasytalking.metrics.video import iter_av
 
+        for res in results:
+            self.conf_sum += res.confidence
+            self.dist_sum += res.min_dist
+            self.offset_abs_sum += abs(res.offset)
+            self.count += 1
+        if videos is None:
+            return
         for frames, rate, wav in iter_av(
             videos,
             audio,
@@ -287,11 +296,7 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
             target_sr=SYNCNET_SR,
             value_range=self.value_range,  # type: ignore[arg-type]
         ):
-            res = self.score_video(frames, rate, wav)
-            self.conf_sum += res.confidence
-            self.dist_sum += res.min_dist
-            self.offset_abs_sum += abs(res.offset)
-            self.count += 1
+            self.update(results=[self.score_video(frames, rate, wav)])
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1).double()
