@@ -1,6 +1,7 @@
-"""States synchronise across processes: 2 CPU ranks (gloo), each with half the videos, give every metric's
+"""States synchronise across processes: 2 CPU ranks (gloo), each with its share of the videos, give every metric's
 single-process result on the union. The networks run at random weights (SyncNet, LPIPS), as a plugged-in
-extractor (FID, FVD), or as shipped offline (dlib for identity); dynamics and SynthTalk read real pixels/landmarks."""
+extractor (FID, FVD), or as shipped offline (dlib for identity and landmark lip sync); dynamics reads landmarks,
+SynthTalk rendered clips (with the ranks holding unequal shares, one of them no motion request at all)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def _metrics() -> dict[str, Any]:
         FID,
         FVD,
         IdentityConsistency,
+        LandmarkLipSync,
         LPIPSVideo,
         MotionDynamics,
         SyncNet,
@@ -62,6 +64,7 @@ def _metrics() -> dict[str, Any]:
         "lpips": LPIPSVideo(pretrained_backbone=False),
         "identity": IdentityConsistency(frame_stride=1),
         "dynamics": MotionDynamics(landmarker=object(), fps=25.0),
+        "lipsync": LandmarkLipSync(),
     }
 
 
@@ -76,6 +79,12 @@ def _feed(metrics: dict[str, Any], data: dict[str, Any], picks: list[int]) -> No
     metrics["lpips"].update(fake, real)
     portraits = data["portraits"][picks]
     metrics["identity"].update(portraits, portraits[:, :, 0])
+    speech = torch.stack([torch.from_numpy(data["speech"][i][: 16000 * 2 // 25]) for i in picks])  # 2 frames' worth
+    metrics["lipsync"].update(portraits, speech, fps=25.0)
+
+
+#: SynthTalk clips per rank: rank 0 scores three with motion requests, rank 1 one without (an empty share of the pairs)
+SYNTH_SHARES = ([0, 1, 2], [3])
 
 
 def _synthtalk_update(metric: Any, picks: list[int]) -> None:
@@ -84,11 +93,11 @@ def _synthtalk_update(metric: Any, picks: list[int]) -> None:
 
     cfg = SynthConfig(size=64, num_frames=17, seed=3)
     for i in picks:
-        clip = make_clip(cfg, i, motion=0.2 + 0.25 * i)
+        clip = make_clip(cfg, i, motion=0.2 + 0.3 * i)
         t = truth_of(clip.truth, clip.info)
         video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 (1, 3, N, H, W)
         metric.update(video, [t["truth_open"]], silent=[t["silent"]], references=[clip.identity],
-                      requested_motion=[t["requested_motion"]])  # fmt: skip
+                      requested_motion=[t["requested_motion"] if i in SYNTH_SHARES[0] else None])  # fmt: skip
 
 
 def _values(metrics: dict[str, Any]) -> dict[str, float]:
@@ -100,44 +109,51 @@ def _values(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _worker(rank: int, init_file: str, out: str, synthtalk: bool) -> None:
+def _worker(rank: int, init_file: str, out: str, which: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
-        metrics = _metrics()
-        if synthtalk:
+        if which == "synthtalk":
             from fantasytalking.metrics import SynthTalkMetric
 
-            metrics["synthtalk"] = SynthTalkMetric(fps=23.0)
-            _synthtalk_update(metrics["synthtalk"], list(range(rank, 4, WORLD)))
-        _feed(metrics, _videos(), list(range(rank, 4, WORLD)))
+            metrics: dict[str, Any] = {"synthtalk": SynthTalkMetric(fps=23.0)}
+            _synthtalk_update(metrics["synthtalk"], SYNTH_SHARES[rank])
+        else:
+            metrics = _metrics()
+            _feed(metrics, _videos(), list(range(rank, 4, WORLD)))
         torch.save(_values(metrics), f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_process_sync_equals_union(tmp_path) -> None:
-    from fantasytalking.data.synthtalk import espeak_available
-
-    synthtalk = espeak_available()
+def _check_ranks(tmp_path, which: str, expected: dict[str, float]) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     out = str(tmp_path / "res")
-    mp.spawn(_worker, args=(str(tmp_path / "init"), out, synthtalk), nprocs=WORLD, join=True)
-
-    single = _metrics()
-    if synthtalk:
-        from fantasytalking.metrics import SynthTalkMetric
-
-        single["synthtalk"] = SynthTalkMetric(fps=23.0)
-        _synthtalk_update(single["synthtalk"], [0, 1, 2, 3])
-    _feed(single, _videos(), [0, 1, 2, 3])
-    expected = _values(single)
-    assert {"fid/", "fvd/", "sync/sync_c", "lpips/", "identity/", "dynamics/landmark_speed"} <= set(expected)
-    if synthtalk:
-        assert {"synthtalk/lipsync", "synthtalk/motion_corr"} <= set(expected)
-        assert np.isfinite(expected["synthtalk/motion_corr"])  # the four requests (0.2 ... 0.95) reached compute
+    mp.spawn(_worker, args=(str(tmp_path / "init"), out, which), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         got = torch.load(f"{out}.{rank}")
         assert set(got) == set(expected)
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (rank, key)
+
+
+def test_two_process_sync_equals_union(tmp_path) -> None:
+    single = _metrics()
+    _feed(single, _videos(), [0, 1, 2, 3])
+    expected = _values(single)
+    assert {"fid/", "fvd/", "sync/sync_c", "lpips/", "identity/", "dynamics/landmark_speed",
+            "lipsync/lipsync_corr"} <= set(expected)  # fmt: skip
+    _check_ranks(tmp_path, "networks", expected)
+
+
+def test_two_process_sync_synthtalk(tmp_path) -> None:
+    from fantasytalking.data.synthtalk import espeak_available
+    from fantasytalking.metrics import SynthTalkMetric
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng1 is not installed (SynthTalk speech)")
+    single = SynthTalkMetric(fps=23.0)
+    _synthtalk_update(single, [i for share in SYNTH_SHARES for i in share])
+    expected = _values({"synthtalk": single})
+    assert np.isfinite(expected["synthtalk/motion_corr"])  # three requests (rank 0's) reached compute
+    _check_ranks(tmp_path, "synthtalk", expected)

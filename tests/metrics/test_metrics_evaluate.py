@@ -134,11 +134,15 @@ def test_synthtalk_ground_truth_measures(tmp_path, capsys) -> None:
     out = tmp_path / "st.json"
     argv = ["--videos", str(videos), "--synthtalk", str(cfg.out_dir), "--out", str(out)]
     assert evaluate_main([*argv, "--metrics", "synthtalk"]) == 0, capsys.readouterr().err
-    res = json.loads(out.read_text())
+    res = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert res["settings"]["metrics"] == ["synthtalk"]
+    assert "synthtalk_motion_corr" in res["metrics"]  # two clips, two requests
+    assert not any("motion_corr" in row for row in res["per_video"].values())  # one request: NaN, left out
     assert res["metrics"]["synthtalk_lipsync"] > 0.9 and res["metrics"]["synthtalk_identity_error"] < 0.03
     assert res["direction"]["synthtalk_identity_error"] == "lower"
     assert all("synthtalk_head_motion" in row for row in res["per_video"].values())
+    assert evaluate_main([*argv, "--metrics", "dynamics", "--overwrite"]) == 2  # --synthtalk would be ignored
+    assert "leaves out synthtalk" in capsys.readouterr().err
     # a stem that is no sample key, then a video at another frame rate
     stray = videos / "stray.mp4"
     write_video(stray, make_clip(cfg, 0).frames, cfg.fps)

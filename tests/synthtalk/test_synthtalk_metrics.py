@@ -145,3 +145,30 @@ def test_synthtalk_metric_errors() -> None:
     with pytest.warns(UserWarning, match="before the ``update``"):
         empty = {k: float(v) for k, v in SynthTalkMetric().compute().items()}
     assert all(np.isnan(v) for v in empty.values())
+
+
+def test_synthtalk_metric_forward_reset_and_batched_inputs() -> None:
+    """forward() gives the batch's value and accumulates; reset() clears; batched (B, N) truths and (B, 3, H, W)
+    reference tensors split per video, and a lone (3, H, W) reference for a batch of 3 is refused, not split."""
+    from fantasytalking.metrics import SynthTalkMetric
+
+    clips = [make_clip(CFG, i, motion=k) for i, k in enumerate((0.1, 1.0, 0.5))]
+    video = _batch(clips)
+    truths = torch.from_numpy(np.stack([c.column("open") for c in clips]))  # (3, N)
+    refs = torch.from_numpy(np.stack([c.frames[0] for c in clips])).permute(0, 3, 1, 2)  # uint8 (3, 3, H, W)
+    metric = SynthTalkMetric(fps=CFG.fps)
+    first = metric(video[:1], truths[:1], references=refs[:1], requested_motion=[0.1])
+    assert np.isnan(float(first["motion_corr"]))  # one request: no correlation yet
+    metric(video[1:], truths[1:], references=refs[1:], requested_motion=torch.tensor([1.0, 0.5]))
+    total = {k: float(v) for k, v in metric.compute().items()}
+    heads = [M.head_motion(c.frames) for c in clips]
+    assert total["head_motion"] == pytest.approx(np.mean(heads))
+    assert total["motion_corr"] == pytest.approx(np.corrcoef([0.1, 1.0, 0.5], heads)[0, 1])
+    assert float(first["head_motion"]) == pytest.approx(heads[0])
+    metric.reset()
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert np.isnan(float(metric.compute()["head_motion"]))
+    with pytest.raises(InputError, match="one per video"):
+        metric.update(video, truths, references=refs[0])
+    with pytest.raises(InputError, match=r"one value per frame \(N,\)"):
+        metric.update(video[:1], [clips[0].truth])  # the whole truth.npy, not its 'open' column

@@ -27,6 +27,7 @@ from fantasytalking.io.video import (
     probe_video,
     read_video,
     sidecar_path,
+    video_header,
     write_json_atomic,
     write_video,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "sidecar_path",
     "target_size",
     "trim_audio",
+    "video_header",
     "write_json_atomic",
     "write_video",
 ]

@@ -346,6 +346,24 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, in
     return np.stack(frames), fps, audio, sr
 
 
+def video_header(path: PathLike) -> dict[str, Any]:
+    """What a video file's headers say, nothing decoded or demuxed: ``fps`` (0.0 when unknown), ``width``,
+    ``height``, ``has_audio``. :func:`probe_video` counts frames and samples instead."""
+    p, opener = _open_for_read(path)
+    import av
+
+    try:
+        with opener() as container:
+            if not container.streams.video:
+                raise InputError(f"{p} has no video stream; pass a video file")
+            vs = container.streams.video[0]
+            return {"fps": _rate_of(vs), "width": vs.codec_context.width, "height": vs.codec_context.height,
+                    "has_audio": bool(container.streams.audio)}  # fmt: skip
+    except av.FFmpegError as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"cannot read video file {p} ({reason}); the file may be corrupt") from None
+
+
 def probe_video(path: PathLike) -> dict[str, Any]:
     """Describe a video file: codecs, size, fps, frame count, video and audio durations (seconds).
 

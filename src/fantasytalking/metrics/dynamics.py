@@ -14,7 +14,6 @@ quantity, so compare these only between systems measured the same way.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,7 @@ class MotionDynamics(LazyLandmarkerMixin, Metric):
         """``videos``: ``(B, 3, F, H, W)`` (at ``fps``, default the constructor's) or paths (their own fps);
         ``landmarks``: videos already tracked, one ``(N, 68, 2)`` array each (at ``fps``)."""
         from fantasytalking.face import track_face
-        from fantasytalking.metrics.video import iter_videos, read_video_file, to_uint8_frames
+        from fantasytalking.metrics.video import iter_frames_with_fps
 
         for lm in landmarks:
             d = landmark_dynamics(np.asarray(lm), self.fps if fps is None else fps)
@@ -85,17 +84,7 @@ class MotionDynamics(LazyLandmarkerMixin, Metric):
             self.count += 1
         if videos is None:
             return
-        if isinstance(videos, torch.Tensor):
-            pairs = [(to_uint8_frames(v), fps) for v in iter_videos(videos, self.value_range)]  # type: ignore[arg-type]
-        else:
-            pairs = []
-            for item in [videos] if isinstance(videos, (str, os.PathLike)) else videos:
-                if isinstance(item, torch.Tensor):
-                    pairs.append((to_uint8_frames(next(iter_videos([item], self.value_range))), fps))  # type: ignore[arg-type]
-                else:
-                    v, rate, _, _ = read_video_file(item)
-                    pairs.append((to_uint8_frames(v), rate))
-        for frames, rate in pairs:
+        for frames, rate in iter_frames_with_fps(videos, self.fps if fps is None else fps, self.value_range):  # type: ignore[arg-type]
             self.update(landmarks=[track_face(frames, self.landmarker).landmarks], fps=rate)
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -121,7 +122,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--metrics",
         default=None,
         help=f"comma list from {','.join(ALL_METRICS)} (default: {','.join(NO_DOWNLOAD_METRICS)}, "
-        "plus each metric whose weights are given)",
+        "plus each metric whose weights are given, plus synthtalk with --synthtalk)",
     )
     parser.add_argument(
         "--synthtalk",
@@ -150,6 +151,11 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
     """All checks that need no decoding: folders, stems, weights, output path. Returns matched files."""
     from fantasytalking.metrics.weights import resolve_weights
 
+    for out in (args.out, args.out.with_suffix(".md")):
+        if out.exists() and not args.overwrite:
+            raise InputError(f"output file already exists: {out}; pass --overwrite or choose another name")
+    if not args.out.parent.is_dir() and str(args.out.parent):
+        raise InputError(f"output folder does not exist: {args.out.parent}; create it first")
     videos = _files(args.videos, VIDEO_EXTS, "video")
     if not videos:
         raise InputError(f"no video files ({', '.join(VIDEO_EXTS)}) in {args.videos}")
@@ -171,11 +177,15 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
     if args.audio is not None and speech_metrics:
         audio = _match(videos, _files(args.audio, AUDIO_EXTS, "audio"), "audio file", "--audio")
     elif speech_metrics:
-        silent = [s for s, p in videos.items() if not _has_audio_track(p)]
+        from fantasytalking.io import video_header
+
+        silent = [s for s, p in videos.items() if not video_header(p)["has_audio"]]
         if silent:
             shown = ", ".join(videos[s].name for s in silent[:3]) + (" ..." if len(silent) > 3 else "")
             raise InputError(f"{len(silent)} video(s) have no audio track ({shown}) for {', '.join(speech_metrics)}: "
                              "pass --audio DIR (speech files by stem) or leave them out with --metrics")  # fmt: skip
+    if getattr(args, "synthtalk", None) is not None and "synthtalk" not in metrics:
+        raise InputError("--synthtalk is given but --metrics leaves out synthtalk; add it or drop --synthtalk")
     args.synthtalk_truth = _synthtalk_truth(args, metrics, videos)
     args.face_encoder_obj = None
     if "identity" in metrics:
@@ -188,11 +198,6 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
             key = _WEIGHT_FOR[m]
             given[key] = resolve_weights(key, given[key], download=args.download)
     args.resolved_weights = given
-    for out in (args.out, args.out.with_suffix(".md")):
-        if out.exists() and not args.overwrite:
-            raise InputError(f"output file already exists: {out}; pass --overwrite or choose another name")
-    if not args.out.parent.is_dir() and str(args.out.parent):
-        raise InputError(f"output folder does not exist: {args.out.parent}; create it first")
     return videos, refs, audio
 
 
@@ -213,40 +218,29 @@ def _synthtalk_truth(
     settings = Path(folder) / "synthtalk.json"
     if not settings.is_file():
         raise InputError(f"{folder} is not a SynthTalk dataset (no synthtalk.json); make one with fantasytalking synth")
-    fps = float(json.loads(settings.read_text(encoding="utf-8"))["fps"])
-    truth = _match(videos, read_truth(folder), "SynthTalk clip", "--synthtalk (video stems must be sample keys)")  # type: ignore[arg-type]
+    try:
+        fps = float(json.loads(settings.read_text(encoding="utf-8"))["fps"])
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise InputError(f"{settings} is unreadable or has no fps ({type(err).__name__}: {err}); write the dataset "
+                         "again with fantasytalking synth") from None  # fmt: skip
+    try:
+        clips = read_truth(folder)
+    except InputError as err:
+        raise InputError(f"{err} (a SynthTalk dataset: fantasytalking synth --out {folder})") from None
+    if not clips:
+        raise InputError(f"{folder} holds no SynthTalk ground truth (truth.npy); write it with fantasytalking synth")
+    truth = _match(videos, clips, "SynthTalk clip", "--synthtalk (video stems must be sample keys)")  # type: ignore[arg-type]
+    from fantasytalking.io import video_header
+
     for path in videos.values():
-        rate = _video_rate(path)
+        rate = float(video_header(path)["fps"])
+        if rate <= 0:
+            raise InputError(f"{path.name} has no frame rate in its headers; re-export it at {fps:g} fps (the SynthTalk "
+                             "truth is one row per frame at that rate)")  # fmt: skip
         if abs(rate - fps) > 1e-3 * fps:
             raise InputError(f"{path.name} runs at {rate:g} fps but the SynthTalk truth at {fps:g} fps; generate at "
                              f"the dataset's frame rate (--fps {fps:g})")  # fmt: skip
     return truth  # type: ignore[return-value]
-
-
-def _video_rate(path: Path) -> float:
-    """A video file's frame rate from its headers."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            return float(rate) if rate else 0.0
-    except (av.FFmpegError, OSError, IndexError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"cannot read video {path} ({reason}); re-export it as .mp4 (H.264) or drop it") from err
-
-
-def _has_audio_track(path: Path) -> bool:
-    """Whether a video file has an audio stream (headers only, nothing decoded)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except (av.FFmpegError, OSError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"cannot read video {path} ({reason}); re-export it as .mp4 (H.264) or drop it") from err
 
 
 def _reference_as_video(path: Path) -> torch.Tensor:
@@ -274,20 +268,19 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
     aggregate: dict[str, float] = {}
     audio_list = [audio[s] for s in stems] if audio else None
 
-    def run_per_video(metric: Any, call: Any, name: str) -> None:
+    def finite(values: dict[str, Any], prefix: str) -> dict[str, float]:
+        """Scalars of a metric's result; NaN / inf (a measure with nothing to measure) are left out."""
+        out = {f"{prefix}{k}": _scalar(v) for k, v in values.items()}
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def run_per_video(metric: Any, call: Any, name: str, prefix: str = "") -> None:
         metric = metric.to(device)
         for i, s in enumerate(stems):
             log.info("%s: %s (%d/%d)", name, s, i + 1, len(stems))
             value = call(metric, i, s)
-            if isinstance(value, dict):
-                per_video[s].update({k: _scalar(v) for k, v in value.items()})
-            else:
-                per_video[s][name] = _scalar(value)
+            per_video[s].update(finite(value if isinstance(value, dict) else {name: value}, prefix))
         total = metric.compute()
-        if isinstance(total, dict):
-            aggregate.update({k: _scalar(v) for k, v in total.items()})
-        else:
-            aggregate[name] = _scalar(total)
+        aggregate.update(finite(total if isinstance(total, dict) else {name: total}, prefix))
 
     if "fid" in metrics or "fvd" in metrics:
         from fantasytalking.metrics.fid import FID
@@ -304,7 +297,7 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
                 m.update([videos[s]], real=False)
                 m.update(_reference_as_video(refs[s])[None], real=True)
         for name, m in frechet:
-            aggregate[name] = _scalar(m.compute())
+            aggregate.update(finite({name: m.compute()}, ""))
     if "sync" in metrics:
         from fantasytalking.metrics.syncnet import SyncNetScore
 
@@ -335,22 +328,17 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
 
         run_per_video(MotionDynamics(), lambda m, i, s: m([videos[s]]), "dynamics")
     if "synthtalk" in metrics:
-        import math
-
         from fantasytalking.data.synthtalk import Identity
         from fantasytalking.metrics.synthtalk_metric import SynthTalkMetric, truth_of
 
-        st = SynthTalkMetric()
-        for s in stems:
-            log.info("synthtalk: %s", s)
+        def synthtalk_call(m: Any, i: int, s: str) -> Any:
             truth, info = args.synthtalk_truth[s]
             t = truth_of(truth, info)
             ref = Identity.from_dict(info["identity"]) if info.get("identity") else None
-            ((frames, rate),) = st.frames_and_fps([videos[s]])
-            scores = st.score_one(frames, t["truth_open"], fps=rate, silent=t["silent"], reference=ref)
-            per_video[s].update({f"synthtalk_{k}": float(v) for k, v in scores.items() if v is not None})
-            st.update(scores=[{**scores, "requested_motion": t.get("requested_motion")}])
-        aggregate.update({f"synthtalk_{k}": _scalar(v) for k, v in st.compute().items() if not math.isnan(_scalar(v))})
+            return m([videos[s]], [t["truth_open"]], silent=[t["silent"]], references=[ref],
+                     requested_motion=[t.get("requested_motion")])  # fmt: skip
+
+        run_per_video(SynthTalkMetric(), synthtalk_call, "synthtalk", prefix="synthtalk_")
     return {
         "metrics": aggregate,
         "direction": {k: v for k, v in _DIRECTION.items() if k in aggregate},

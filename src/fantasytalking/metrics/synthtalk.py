@@ -285,7 +285,7 @@ def motion_energy(video: Any) -> float:
 @dataclass
 class SynthTalkScores:
     lipsync: float  # Pearson of measured vs truth opening
-    closed_in_silence: float  # fraction of silent frames measured closed
+    closed_in_silence: float | None  # fraction of the (long) silent frames measured closed; None: no such frame
     identity_error: float | None
     head_motion: float
     motion_energy: float
@@ -303,18 +303,42 @@ def score_synthtalk(
     *,
     silent: np.ndarray | None = None,
     reference: Any = None,
+    fps: float | None = None,
+    min_silence_seconds: float = 0.3,
+    identity_stride: int | None = None,
 ) -> SynthTalkScores:
-    """All SynthTalk measures of one video against the truth opening ``(N,)``; ``silent`` (bool ``(N,)``, e.g.
-    truth ``open == 0``) defaults to the frames whose truth opening is 0."""
+    """All SynthTalk measures of one video against the truth opening ``(N,)``, over the frames both have.
+
+    ``silent`` (bool ``(N,)``, e.g. truth ``speaking == 0``) defaults to the frames whose truth opening is 0. With
+    ``fps``, "closed in silence" counts only the silences longer than ``min_silence_seconds`` (None when there is
+    none); without, every silent frame. ``identity_stride``: the identity error is the mean over every k-th frame
+    (:func:`identity_error_over_frames`); None: the first frame's (:func:`identity_error`).
+    """
+    from fantasytalking.errors import InputError
+
     frames = as_frames(video)
     truth = np.asarray(truth_opening, dtype=np.float32)
+    if truth.ndim != 1:
+        raise InputError(f"the truth opening is one value per frame (N,), got shape {truth.shape}; pass the "
+                         "'open' column of truth.npy (fantasytalking.metrics.truth_of)")  # fmt: skip
     measured = mouth_opening(frames)
     n = min(measured.size, truth.size)
-    sil = (truth[:n] <= 0) if silent is None else np.asarray(silent, bool)[:n]
+    if n < 2:
+        raise InputError(f"a video and its truth need 2 or more frames in common, got {measured.size} and {truth.size}"
+                         "; score a video of the clip, not a still")  # fmt: skip
+    sil = (truth[:n] <= 0) if silent is None else np.asarray(silent, bool).reshape(-1)[:n]
+    if fps is not None:
+        sil = long_silences(sil, fps, min_silence_seconds)
+    if reference is None:
+        ident = None
+    elif identity_stride is None:
+        ident = identity_error(frames, reference)
+    else:
+        ident = identity_error_over_frames(frames, reference, identity_stride)
     return SynthTalkScores(
         lipsync=lipsync_correlation(measured[:n], truth[:n]),
-        closed_in_silence=mouth_closed_fraction(measured[:n], sil),
-        identity_error=None if reference is None else identity_error(frames, reference),
+        closed_in_silence=(mouth_closed_fraction(measured[:n], sil) if sil.any() or fps is None else None),
+        identity_error=ident,
         head_motion=head_motion(frames),
         motion_energy=motion_energy(frames),
         opening=measured,

@@ -22,14 +22,12 @@ Usable alone::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from fantasytalking.errors import InputError
 
@@ -54,23 +52,31 @@ def truth_of(truth: np.ndarray, info: dict[str, Any] | None = None) -> dict[str,
     return out
 
 
-def _per_video(value: Any, n: int, what: str) -> list[Any]:
-    """``value`` for each of ``n`` videos: a batch ``(n, ...)`` tensor / array, a sequence of ``n``, or None."""
+def _per_video(value: Any, n: int, what: str, item_ndim: int | None) -> list[Any]:
+    """``value`` for each of ``n`` videos: a sequence of ``n``, a batch ``(n, ...)`` tensor / array whose items have
+    ``item_ndim`` dimensions, one item when ``n == 1``, or None for all."""
     if value is None:
         return [None] * n
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1 and len(value) == n:
-        return list(value)
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == n:
-        return list(value)
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if item_ndim is not None and value.ndim == item_ndim + 1 and len(value) == n:
+            return list(value)
+        if item_ndim is not None and value.ndim == item_ndim and n == 1:
+            return [value]
+        if item_ndim is None and value.ndim == 1 and len(value) == n:
+            return list(value)
+        shape = tuple(value.shape)
+        raise InputError(f"{what}: give one per video ({n} videos) as a list or a batch, got an array of shape {shape}")
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) == n:
+            return list(value)
+        raise InputError(f"{what}: give one per video, got {len(value)} for {n} videos")
     if n == 1:
         return [value]
-    raise InputError(f"{what}: give one per video ({n} videos), got {type(value).__name__}")
+    raise InputError(f"{what}: give one per video ({n} videos) as a list, got one {type(value).__name__}")
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
+def _as_numpy(x: Any, dtype: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=dtype)
 
 
 class SynthTalkMetric(Metric):
@@ -88,10 +94,11 @@ class SynthTalkMetric(Metric):
     is_differentiable = False
     full_state_update = False
     KEYS = ("lipsync", "closed_in_silence", "identity_error", "head_motion", "motion_energy")
+    #: running sums of the (requested intensity x, measured head motion y) pairs, for their Pearson correlation
+    PAIR_SUMS = ("n", "x", "y", "xy", "xx", "yy")
     sums: torch.Tensor
     counts: torch.Tensor
-    requested: list[torch.Tensor] | torch.Tensor
-    measured: list[torch.Tensor] | torch.Tensor
+    pairs: torch.Tensor
 
     def __init__(
         self,
@@ -110,25 +117,13 @@ class SynthTalkMetric(Metric):
         # one sum and one count per key: a video without a long silence or a reference adds to none of its keys
         self.add_state("sums", torch.zeros(len(self.KEYS), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("counts", torch.zeros(len(self.KEYS), dtype=torch.long), dist_reduce_fx="sum")
-        # (requested intensity, measured head motion) of each video that has a request, for motion_corr
-        self.add_state("requested", default=[], dist_reduce_fx="cat")
-        self.add_state("measured", default=[], dist_reduce_fx="cat")
+        self.add_state("pairs", torch.zeros(len(self.PAIR_SUMS), dtype=torch.float64), dist_reduce_fx="sum")
 
     def frames_and_fps(self, videos: Any) -> list[tuple[np.ndarray, float | None]]:
         """Each video as ``uint8 (N, H, W, 3)`` with its frame rate (a file's own; the constructor's for tensors)."""
-        from fantasytalking.metrics.video import iter_videos, read_video_file, to_uint8_frames
+        from fantasytalking.metrics.video import iter_frames_with_fps
 
-        if isinstance(videos, torch.Tensor):
-            return [(to_uint8_frames(v), self.fps) for v in iter_videos(videos, self.value_range)]  # type: ignore[arg-type]
-        items = [videos] if isinstance(videos, (str, bytes)) or hasattr(videos, "__fspath__") else list(videos)
-        out: list[tuple[np.ndarray, float | None]] = []
-        for item in items:
-            if isinstance(item, torch.Tensor):
-                out.append((to_uint8_frames(next(iter_videos([item], self.value_range))), self.fps))  # type: ignore[arg-type]
-            else:
-                video, rate, _, _ = read_video_file(item)
-                out.append((to_uint8_frames(video), rate))
-        return out
+        return list(iter_frames_with_fps(videos, self.fps, self.value_range))  # type: ignore[arg-type]
 
     def score_one(
         self,
@@ -139,39 +134,25 @@ class SynthTalkMetric(Metric):
         silent: Any = None,
         reference: Any = None,
     ) -> dict[str, float | None]:
-        """The measures of one video ``uint8 (N, H, W, 3)`` against its truth (``None`` where it has none)."""
-        from fantasytalking.metrics import synthtalk as st
+        """The measures of one video ``uint8 (N, H, W, 3)`` against its truth (``None`` where it has none), over
+        the frames both have (:func:`~fantasytalking.metrics.synthtalk.score_synthtalk`)."""
+        from fantasytalking.metrics.synthtalk import score_synthtalk
+        from fantasytalking.metrics.video import iter_images
 
-        truth = np.asarray(truth_open.cpu() if isinstance(truth_open, torch.Tensor) else truth_open, np.float32)
-        truth = truth.reshape(-1)
-        opening = st.mouth_opening(frames)
-        n = min(opening.size, truth.size)
-        if n < 2:
-            raise InputError(f"a video and its truth need 2 or more common frames, got {opening.size} and {truth.size}")
-        if silent is None:
-            sil = truth[:n] <= 0
-        else:
-            sil = np.asarray(silent.cpu() if isinstance(silent, torch.Tensor) else silent, bool).reshape(-1)[:n]
         if fps is None:
             raise InputError("SynthTalkMetric needs the frame rate of tensor videos: pass fps= (SynthTalk clips "
                              "record theirs in synthtalk.json)")  # fmt: skip
-        long_silent = st.long_silences(sil, fps, self.min_silence_seconds)
-        if isinstance(reference, (str, bytes)) or hasattr(reference, "__fspath__"):
-            from fantasytalking.metrics.video import iter_images
-
-            reference = next(iter_images([reference]))
-        elif isinstance(reference, torch.Tensor):
-            from fantasytalking.metrics.video import iter_images
-
-            reference = next(iter_images([reference], self.value_range))  # type: ignore[arg-type]
-        return {
-            "lipsync": st.lipsync_correlation(opening[:n], truth[:n]),
-            "closed_in_silence": st.mouth_closed_fraction(opening[:n], long_silent) if long_silent.any() else None,
-            "identity_error": None if reference is None else st.identity_error_over_frames(
-                frames, reference, self.identity_stride),
-            "head_motion": st.head_motion(frames),
-            "motion_energy": st.motion_energy(frames),
-        }  # fmt: skip
+        if isinstance(reference, (str, bytes, torch.Tensor)) or hasattr(reference, "__fspath__"):
+            reference = next(iter_images([reference], self.value_range))  # type: ignore[arg-type,list-item]
+        return score_synthtalk(
+            frames,
+            _as_numpy(truth_open, np.float32),
+            silent=None if silent is None else _as_numpy(silent, bool),
+            reference=reference,
+            fps=fps,
+            min_silence_seconds=self.min_silence_seconds,
+            identity_stride=self.identity_stride,
+        ).as_dict()
 
     def update(  # type: ignore[override]
         self,
@@ -188,35 +169,39 @@ class SynthTalkMetric(Metric):
         frame ``uint8 (H, W, 3)`` / ``(3, H, W)`` tensor / image path / ``Identity``; ``requested_motion``: per
         video the requested intensity. ``scores``: videos already scored (:meth:`score_one`, with an optional
         ``"requested_motion"``), added as they are."""
-        device = self.sums.device
         for one in scores:
             for i, key in enumerate(self.KEYS):
                 if one.get(key) is not None:
                     self.sums[i] += float(one[key])
                     self.counts[i] += 1
             if one.get("requested_motion") is not None:
-                self.requested.append(torch.tensor([float(one["requested_motion"])], dtype=torch.float64, device=device))  # type: ignore[union-attr]
-                self.measured.append(torch.tensor([float(one["head_motion"])], dtype=torch.float64, device=device))  # type: ignore[union-attr]
+                x, y = float(one["requested_motion"]), float(one["head_motion"])
+                self.pairs += torch.tensor([1.0, x, y, x * y, x * x, y * y], dtype=torch.float64,
+                                           device=self.pairs.device)  # fmt: skip
         if videos is None:
             return
         if truth_open is None:
             raise InputError("SynthTalkMetric.update needs truth_open (the true mouth opening of each video)")
         pairs = self.frames_and_fps(videos)
         n = len(pairs)
-        truths = _per_video(truth_open, n, "truth_open")
-        silents = _per_video(silent, n, "silent")
-        refs = _per_video(references, n, "references")
-        asks = _per_video(requested_motion, n, "requested_motion")
+        truths = _per_video(truth_open, n, "truth_open", 1)
+        silents = _per_video(silent, n, "silent", 1)
+        refs = _per_video(references, n, "references", 3)
+        asks = _per_video(requested_motion, n, "requested_motion", None)
         for (frames, rate), truth, sil, ref, ask in zip(pairs, truths, silents, refs, asks, strict=True):
             one = self.score_one(frames, truth, fps=rate, silent=sil, reference=ref)
             self.update(scores=[{**one, "requested_motion": ask}])
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Means over the videos that have each measure (NaN where none has), and ``motion_corr`` (NaN with fewer
-        than two requests or constant values)."""
+        """Means over the videos that have each measure (NaN where none has), and ``motion_corr``: the Pearson
+        correlation of measured head motion with the requested intensity over the videos that gave one (NaN with
+        fewer than two, or when either is constant)."""
         means = torch.where(self.counts > 0, self.sums / self.counts.clamp(min=1).double(), torch.nan)
         out = {k: means[i] for i, k in enumerate(self.KEYS)}
-        asked = dim_zero_cat(self.requested) if len(self.requested) else torch.zeros(0, dtype=torch.float64)
-        got = dim_zero_cat(self.measured) if len(self.measured) else torch.zeros(0, dtype=torch.float64)
-        out["motion_corr"] = torch.tensor(_pearson(asked.cpu().numpy(), got.cpu().numpy()), dtype=torch.float64)
+        n, x, y, xy, xx, yy = self.pairs.unbind()
+        cov, var_x, var_y = n * xy - x * y, n * xx - x * x, n * yy - y * y
+        tiny = 1e-12 * torch.clamp(n * n, min=1.0)
+        ok = (n >= 2) & (var_x > tiny) & (var_y > tiny)
+        out["motion_corr"] = torch.where(ok, cov / torch.sqrt(var_x.clamp(min=1e-300) * var_y.clamp(min=1e-300)),
+                                         torch.nan)  # fmt: skip
         return out

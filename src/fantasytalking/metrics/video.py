@@ -28,6 +28,7 @@ __all__ = [
     "ValueRange",
     "VideoInput",
     "iter_audio",
+    "iter_frames_with_fps",
     "iter_images",
     "iter_videos",
     "read_video_file",
@@ -146,6 +147,23 @@ def iter_audio(audio: AudioInput, sample_rate: int = 16000, array_sr: int | None
 
             wav, _ = load_audio(item, target_sr=sample_rate)
             yield np.asarray(wav, dtype=np.float32).reshape(-1)
+
+
+def iter_frames_with_fps(
+    videos: VideoInput, fps: float | None, value_range: ValueRange = "01"
+) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Yield each video as ``(uint8 (F, H, W, 3), frame rate)``: a file's own rate, ``fps`` for tensors."""
+    if isinstance(videos, torch.Tensor):
+        for v in iter_videos(videos, value_range):
+            yield to_uint8_frames(v), fps
+        return
+    items = [videos] if isinstance(videos, (str, os.PathLike)) else videos
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            yield to_uint8_frames(next(iter_videos([item], value_range))), fps
+        else:
+            video, rate, _, _ = read_video_file(item)
+            yield to_uint8_frames(video), rate
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
