@@ -31,3 +31,22 @@ def test_backbone_from_local_file(tmp_path, monkeypatch) -> None:
     model = build_lpips(path)
     assert torch.equal(model.net.slice1[0].weight, state["features.0.weight"])
     assert torch.equal(getattr(model.net.slice5, "10").bias, state["features.10.bias"])
+
+
+def test_linear_layers_checked_against_the_package_file(tmp_path) -> None:
+    """lpips loads its linear layers with strict=False; build_lpips checks them against the file it shipped."""
+    from fantasytalking.metrics.lpips_metric import _check_linear_layers
+
+    model = build_lpips(pretrained_backbone=False)
+    fake_pkg = tmp_path / "lpips" / "__init__.py"
+    (fake_pkg.parent / "weights" / "v0.1").mkdir(parents=True)
+    with pytest.raises(WeightsError, match="reinstall"):
+        _check_linear_layers(model, str(fake_pkg))  # no file
+    lin = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("lin") and k[3].isdigit()}
+    torch.save(lin, fake_pkg.parent / "weights" / "v0.1" / "alex.pth")
+    _check_linear_layers(model, str(fake_pkg))  # the same tensors: fine
+    key = sorted(lin)[0]
+    lin[key] = lin[key] + 1.0
+    torch.save(lin, fake_pkg.parent / "weights" / "v0.1" / "alex.pth")
+    with pytest.raises(WeightsError, match="do not match"):
+        _check_linear_layers(model, str(fake_pkg))

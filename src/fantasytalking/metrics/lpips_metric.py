@@ -29,6 +29,25 @@ from fantasytalking.metrics.weights import resolve_weights
 __all__ = ["LPIPSVideo", "build_lpips"]
 
 
+def _check_linear_layers(model: torch.nn.Module, package_file: str) -> None:
+    """The lpips package loads its calibrated linear layers with ``strict=False`` (its file has no trunk): check here
+    that every ``lin*`` tensor of the model came from that file, so a damaged install cannot pass unnoticed."""
+    import re
+    from pathlib import Path
+
+    path = Path(package_file).parent / "weights" / f"v{getattr(model, 'version', '0.1')}" / "alex.pth"
+    try:
+        shipped = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # missing or unreadable file
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise WeightsError(f"cannot read the lpips package's linear layers {path} ({reason}); "
+                           "reinstall it: pip install --force-reinstall lpips") from None  # fmt: skip
+    own = {k: v for k, v in model.state_dict().items() if re.match(r"lin\d+\.", k)}
+    if set(own) != set(shipped) or any(not torch.equal(own[k], shipped[k]) for k in own):
+        raise WeightsError(f"the lpips package's linear layers {path} do not match its LPIPS model "
+                           f"({sorted(set(own) ^ set(shipped))[:3]}); reinstall it: pip install --force-reinstall lpips")  # fmt: skip
+
+
 def build_lpips(
     backbone_weights: str | os.PathLike[str] | None = None,
     *,
@@ -41,6 +60,7 @@ def build_lpips(
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # lpips prints its setup
         warnings.simplefilter("ignore", UserWarning)  # torchvision's deprecated `pretrained=` inside lpips
         model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    _check_linear_layers(model, lpips.__file__)
     if pretrained_backbone:
         path = resolve_weights("alexnet", backbone_weights, download=download)
         try:
