@@ -19,6 +19,7 @@ from fantasytalking.io.video import (
     probe_video,
     read_video,
     sidecar_path,
+    video_header,
     write_json_atomic,
     write_video,
 )
@@ -261,3 +262,18 @@ def test_read_errors(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match=r"junk\.mp4"):
         read_video(junk)
+
+
+def test_video_header_reads_rate_size_and_audio_without_decoding(tmp_path: Path) -> None:
+    with_audio, silent = tmp_path / "a.mp4", tmp_path / "s.mp4"
+    write_video(with_audio, _frames(12), 23, audio=_sine(220, 12 / 23, 16000), sample_rate=16000)
+    write_video(silent, _frames(12), 25)
+    assert video_header(with_audio) == {"fps": 23.0, "width": 96, "height": 64, "has_audio": True}
+    assert video_header(silent)["has_audio"] is False and video_header(silent)["fps"] == 25.0
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x01garbage" * 50)
+    with pytest.raises(InputError, match=r"junk\.mp4") as err:
+        video_header(junk)
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="not found"):
+        video_header(tmp_path / "none.mp4")

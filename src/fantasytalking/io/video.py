@@ -322,6 +322,17 @@ def _decode_audio(container: Any, stream: Any) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(mono, dtype=np.float32), sr
 
 
+def _video_stream(container: Any, p: Path) -> Any:
+    """The first video stream of an open container (an error naming the file when there is none)."""
+    if not container.streams.video:
+        raise InputError(f"no video stream in {p}; pass a video file")
+    return container.streams.video[0]
+
+
+def _av_reason(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, int | None]:
     """Decode a video file: ``(frames uint8 (F, H, W, 3), fps, audio float32 mono (T,) or None, sample_rate or None)``."""
     p, opener = _open_for_read(path)
@@ -329,9 +340,7 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, in
 
     try:
         with opener() as container:
-            if not container.streams.video:
-                raise InputError(f"no video stream in {p}; pass a video file")
-            vstream = container.streams.video[0]
+            vstream = _video_stream(container, p)
             fps = _rate_of(vstream)
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(vstream)]
         audio, sr = None, None
@@ -339,8 +348,7 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, in
             if container.streams.audio:
                 audio, sr = _decode_audio(container, container.streams.audio[0])
     except av.FFmpegError as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"cannot decode video file {p} ({reason}); the file may be corrupt") from None
+        raise InputError(f"cannot decode video file {p} ({_av_reason(err)}); the file may be corrupt") from None
     if not frames:
         raise InputError(f"video file has no frames: {p}")
     return np.stack(frames), fps, audio, sr
@@ -354,14 +362,11 @@ def video_header(path: PathLike) -> dict[str, Any]:
 
     try:
         with opener() as container:
-            if not container.streams.video:
-                raise InputError(f"{p} has no video stream; pass a video file")
-            vs = container.streams.video[0]
+            vs = _video_stream(container, p)
             return {"fps": _rate_of(vs), "width": vs.codec_context.width, "height": vs.codec_context.height,
                     "has_audio": bool(container.streams.audio)}  # fmt: skip
     except av.FFmpegError as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"cannot read video file {p} ({reason}); the file may be corrupt") from None
+        raise InputError(f"cannot read video file {p} ({_av_reason(err)}); the file may be corrupt") from None
 
 
 def probe_video(path: PathLike) -> dict[str, Any]:
