@@ -94,3 +94,27 @@ def test_mfcc_matches_python_speech_features_when_installed() -> None:
     psf = pytest.importorskip("python_speech_features")
     sig = (np.random.default_rng(0).normal(size=8000) * 3000).astype(np.int16)
     np.testing.assert_allclose(mfcc(sig.astype(np.float64)), psf.mfcc(sig, 16000), atol=1e-4)
+
+
+def test_windows_counted_as_syncnet_python() -> None:
+    """min(frames, floor(samples / 640)) usable frames, windows 0 .. usable - 5 (syncnet_python's calc_pdist loop)."""
+    from torch import nn
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lip_rows, self.audio_shapes = 0, set()
+
+        def forward_lip(self, v: torch.Tensor) -> torch.Tensor:
+            self.lip_rows += v.shape[0]
+            return torch.randn(v.shape[0], 8)
+
+        def forward_aud(self, a: torch.Tensor) -> torch.Tensor:
+            self.audio_shapes.add(tuple(a.shape[1:]))
+            return torch.randn(a.shape[0], 8)
+
+    for frames, samples, windows in ((9, 640 * 9, 4), (12, 640 * 9 + 639, 4), (7, 640 * 20, 2)):
+        net = Counting()
+        metric = SyncNetScore(network=net, landmarker=object(), vshift=1)  # type: ignore[arg-type]
+        metric.score_crops(np.zeros((frames, 4, 4, 3), np.float32), np.zeros(samples, np.float32))
+        assert net.lip_rows == windows and net.audio_shapes == {(1, 13, 20)}

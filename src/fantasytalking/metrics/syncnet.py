@@ -244,7 +244,8 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
         cc = mfcc(np.asarray(audio, np.float64) * 32768.0).T  # (13, T), int16 scale as wavfile.read gives
         video = torch.from_numpy(crops).permute(3, 0, 1, 2)[None]  # (1, 3, F, 224, 224)
         mel = torch.from_numpy(cc)[None, None]  # (1, 1, 13, T)
-        length = min(video.shape[2], mel.shape[3] // MFCC_PER_FRAME)
+        # usable frames as syncnet_python counts them: min(video frames, floor(samples / 640))
+        length = min(video.shape[2], len(audio) // (SYNCNET_SR // SYNCNET_FPS))
         last = length - WINDOW_FRAMES
         if last < 1:
             raise InputError(f"SyncNet needs more than {WINDOW_FRAMES} frames (0.2 s) of video and audio, got {length}")
@@ -252,9 +253,9 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
         for i in range(0, last, self.batch_size):
             idx = range(i, min(last, i + self.batch_size))
             v = torch.cat([video[:, :, j : j + WINDOW_FRAMES] for j in idx]).to(device)  # (b, 3, 5, 224, 224)
-            a = torch.cat([mel[..., j * MFCC_PER_FRAME : j * MFCC_PER_FRAME + 20] for j in idx]).to(
+            a = torch.cat([mel[..., j * MFCC_PER_FRAME : (j + WINDOW_FRAMES) * MFCC_PER_FRAME] for j in idx]).to(
                 device
-            )  # (b,1,13,20)
+            )  # (b, 1, 13, 20): the MFCC frames of the 5 video frames
             v_out.append(self.net.forward_lip(v).cpu())
             a_out.append(self.net.forward_aud(a).cpu())
         return sync_scores(torch.cat(v_out), torch.cat(a_out), self.vshift)
