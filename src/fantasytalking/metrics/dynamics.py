@@ -78,14 +78,18 @@ class MotionDynamics(LazyLandmarkerMixin, Metric):
         from fantasytalking.face import track_face
         from fantasytalking.metrics.video import iter_frames_with_fps
 
+        rate = self.fps if fps is None else fps
         for lm in landmarks:
-            d = landmark_dynamics(np.asarray(lm), self.fps if fps is None else fps)
-            self.sums += torch.tensor([d[k] for k in self.KEYS], dtype=torch.float64, device=self.sums.device)
-            self.count += 1
+            self._add(np.asarray(lm), rate)
         if videos is None:
             return
-        for frames, rate in iter_frames_with_fps(videos, self.fps if fps is None else fps, self.value_range):  # type: ignore[arg-type]
-            self.update(landmarks=[track_face(frames, self.landmarker).landmarks], fps=rate)
+        for frames, own_rate in iter_frames_with_fps(videos, rate, self.value_range):  # type: ignore[arg-type]
+            self._add(track_face(frames, self.landmarker).landmarks, own_rate or rate)
+
+    def _add(self, landmarks: np.ndarray, fps: float) -> None:
+        d = landmark_dynamics(landmarks, fps)
+        self.sums += torch.tensor([d[k] for k in self.KEYS], dtype=torch.float64, device=self.sums.device)
+        self.count += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
         mean = self.sums / self.count.clamp(min=1).double()

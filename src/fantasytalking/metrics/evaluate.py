@@ -92,7 +92,7 @@ def _match(videos: dict[str, Path], others: dict[str, Path], what: str, flag: st
 def _parse_metrics(text: str | None, args: argparse.Namespace) -> list[str]:
     if text is None:
         chosen = [m for m in NO_DOWNLOAD_METRICS if m != "identity" or args.references is not None]
-        chosen += ["synthtalk"] if getattr(args, "synthtalk", None) is not None else []
+        chosen += ["synthtalk"] if args.synthtalk is not None else []
         given = {"fid": args.inception, "fvd": args.i3d, "sync": args.syncnet, "lpips": args.lpips_backbone}
         return [m for m in ALL_METRICS if m in chosen or (given.get(m) is not None and args.references is not None)
                 or (m == "sync" and args.syncnet is not None)]  # fmt: skip
@@ -184,7 +184,7 @@ def _check(args: argparse.Namespace, metrics: list[str]) -> tuple[dict[str, Path
             shown = ", ".join(videos[s].name for s in silent[:3]) + (" ..." if len(silent) > 3 else "")
             raise InputError(f"{len(silent)} video(s) have no audio track ({shown}) for {', '.join(speech_metrics)}: "
                              "pass --audio DIR (speech files by stem) or leave them out with --metrics")  # fmt: skip
-    if getattr(args, "synthtalk", None) is not None and "synthtalk" not in metrics:
+    if args.synthtalk is not None and "synthtalk" not in metrics:
         raise InputError("--synthtalk is given but --metrics leaves out synthtalk; add it or drop --synthtalk")
     args.synthtalk_truth = _synthtalk_truth(args, metrics, videos)
     args.face_encoder_obj = None
@@ -212,7 +212,7 @@ def _synthtalk_truth(
 
     from fantasytalking.data.synthtalk import read_truth
 
-    folder = getattr(args, "synthtalk", None)
+    folder = args.synthtalk
     if folder is None:
         raise InputError("metric synthtalk needs --synthtalk DIR (the SynthTalk shards the videos were made from)")
     settings = Path(folder) / "synthtalk.json"
@@ -348,7 +348,7 @@ def evaluate_folders(args: argparse.Namespace) -> dict[str, Any]:
             "videos": str(args.videos),
             "references": None if args.references is None else str(args.references),
             "audio": None if args.audio is None else str(args.audio),
-            "synthtalk": None if getattr(args, "synthtalk", None) is None else str(args.synthtalk),
+            "synthtalk": None if args.synthtalk is None else str(args.synthtalk),
             "metrics": metrics,
             "weights": {k: str(v) for k, v in w.items() if v is not None},
             "face_encoder": args.face_encoder,

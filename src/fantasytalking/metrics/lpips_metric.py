@@ -30,7 +30,7 @@ __all__ = ["LPIPSVideo", "build_lpips"]
 
 
 def _check_linear_layers(model: torch.nn.Module, package_file: str) -> None:
-    """The lpips package loads its calibrated linear layers with ``strict=False`` (its file has no trunk): check here
+    """The lpips package loads its calibrated linear layers without a strict key check (its file has no trunk): check here
     that every ``lin*`` tensor of the model came from that file, so a damaged install cannot pass unnoticed."""
     import re
     from pathlib import Path

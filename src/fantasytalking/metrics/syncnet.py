@@ -283,10 +283,7 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
         from fantasytalking.metrics.video import iter_av
 
         for res in results:
-            self.conf_sum += res.confidence
-            self.dist_sum += res.min_dist
-            self.offset_abs_sum += abs(res.offset)
-            self.count += 1
+            self._add(res)
         if videos is None:
             return
         for frames, rate, wav in iter_av(
@@ -297,7 +294,13 @@ class SyncNetScore(LazyLandmarkerMixin, Metric):
             target_sr=SYNCNET_SR,
             value_range=self.value_range,  # type: ignore[arg-type]
         ):
-            self.update(results=[self.score_video(frames, rate, wav)])
+            self._add(self.score_video(frames, rate, wav))
+
+    def _add(self, res: SyncResult) -> None:
+        self.conf_sum += res.confidence
+        self.dist_sum += res.min_dist
+        self.offset_abs_sum += abs(res.offset)
+        self.count += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp(min=1).double()

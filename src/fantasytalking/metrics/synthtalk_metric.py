@@ -1,4 +1,4 @@
-"""The SynthTalk ground-truth measures as one ``torchmetrics.Metric`` (states sum / concatenate across processes).
+"""The SynthTalk ground-truth measures as one ``torchmetrics.Metric`` (its states sum across processes).
 
 :class:`SynthTalkMetric` scores videos of SynthTalk faces from their PIXELS (:mod:`fantasytalking.metrics.synthtalk`)
 against each clip's ground truth (``truth.npy`` / ``truth.json`` of a SynthTalk shard, see
@@ -119,12 +119,6 @@ class SynthTalkMetric(Metric):
         self.add_state("counts", torch.zeros(len(self.KEYS), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("pairs", torch.zeros(len(self.PAIR_SUMS), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def frames_and_fps(self, videos: Any) -> list[tuple[np.ndarray, float | None]]:
-        """Each video as ``uint8 (N, H, W, 3)`` with its frame rate (a file's own; the constructor's for tensors)."""
-        from fantasytalking.metrics.video import iter_frames_with_fps
-
-        return list(iter_frames_with_fps(videos, self.fps, self.value_range))  # type: ignore[arg-type]
-
     def score_one(
         self,
         frames: np.ndarray,
@@ -169,28 +163,33 @@ class SynthTalkMetric(Metric):
         frame ``uint8 (H, W, 3)`` / ``(3, H, W)`` tensor / image path / ``Identity``; ``requested_motion``: per
         video the requested intensity. ``scores``: videos already scored (:meth:`score_one`, with an optional
         ``"requested_motion"``), added as they are."""
+        from fantasytalking.metrics.video import iter_frames_with_fps
+
         for one in scores:
-            for i, key in enumerate(self.KEYS):
-                if one.get(key) is not None:
-                    self.sums[i] += float(one[key])
-                    self.counts[i] += 1
-            if one.get("requested_motion") is not None:
-                x, y = float(one["requested_motion"]), float(one["head_motion"])
-                self.pairs += torch.tensor([1.0, x, y, x * y, x * x, y * y], dtype=torch.float64,
-                                           device=self.pairs.device)  # fmt: skip
+            self._add(one)
         if videos is None:
             return
         if truth_open is None:
             raise InputError("SynthTalkMetric.update needs truth_open (the true mouth opening of each video)")
-        pairs = self.frames_and_fps(videos)
+        pairs = list(iter_frames_with_fps(videos, self.fps, self.value_range))  # type: ignore[arg-type]
         n = len(pairs)
         truths = _per_video(truth_open, n, "truth_open", 1)
         silents = _per_video(silent, n, "silent", 1)
         refs = _per_video(references, n, "references", 3)
         asks = _per_video(requested_motion, n, "requested_motion", None)
         for (frames, rate), truth, sil, ref, ask in zip(pairs, truths, silents, refs, asks, strict=True):
-            one = self.score_one(frames, truth, fps=rate, silent=sil, reference=ref)
-            self.update(scores=[{**one, "requested_motion": ask}])
+            self._add({**self.score_one(frames, truth, fps=rate, silent=sil, reference=ref), "requested_motion": ask})
+
+    def _add(self, one: dict[str, Any]) -> None:
+        """One video's scores (``None``: not measured) and its optional ``requested_motion`` into the states."""
+        for i, key in enumerate(self.KEYS):
+            if one.get(key) is not None:
+                self.sums[i] += float(one[key])
+                self.counts[i] += 1
+        if one.get("requested_motion") is not None:
+            x, y = float(one["requested_motion"]), float(one["head_motion"])
+            self.pairs += torch.tensor([1.0, x, y, x * y, x * x, y * y], dtype=torch.float64,
+                                       device=self.pairs.device)  # fmt: skip
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Means over the videos that have each measure (NaN where none has), and ``motion_corr``: the Pearson
