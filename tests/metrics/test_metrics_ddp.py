@@ -125,9 +125,9 @@ def _worker(rank: int, init_file: str, out: str, which: str) -> None:
         dist.barrier()  # neither rank tears its gloo pairs down while the other still reads from them
     finally:
         dist.destroy_process_group()
-    # Success: leave without interpreter finalisation. CI once saw a rank abort there ("terminate called without an
-    # active exception", SIGABRT) after its results were written: C++ threads (gloo, OpenMP, dlib) torn down during
-    # Python's exit, a PyTorch teardown race (pytorch/pytorch#179291), not a metric. Errors above still raise.
+    # Success: leave without interpreter finalisation. CI once saw a rank abort ("terminate called without an
+    # active exception", SIGABRT) while the other was still alive, most likely C++ threads (gloo, OpenMP, dlib) torn
+    # down during Python's exit (cf. pytorch/pytorch#179291), not a metric. Errors above still raise.
     os._exit(0)
 
 
