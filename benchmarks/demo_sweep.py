@@ -6,6 +6,10 @@ default)::
 
     python benchmarks/demo_sweep.py --setting audio_cfg --values 1.0 2.5 4.5 --clips 8 9 10
     python benchmarks/demo_sweep.py --setting segment_frames --values 0 17 --clips 8 9 10
+    python benchmarks/demo_sweep.py --setting motion_gain --values 1 4 8 --motion-levels 0.1 1.0 --clips 8 9 10 11
+
+``--motion-levels``: every value is measured at each of these requested motion intensities (face and body
+alike), one row per (value, level); without it, at the demo's default motion.
 
 Writes ``benchmarks/results/demo-sweep-<setting>-<date>.{json,md}`` (device, date, commit, per-clip values).
 """
@@ -27,7 +31,7 @@ from variants import heldout_clips  # noqa: E402
 
 #: Settings the sweep can vary, with their type (the rest of the generation stays the demo's).
 SETTINGS = {"audio_cfg": float, "prompt_cfg": float, "num_inference_steps": int, "segment_frames": int,
-            "shift": float}  # fmt: skip
+            "shift": float, "motion_gain": float}  # fmt: skip
 KEYS = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion")
 
 
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae", type=Path, default=DEMO_DIR / "vae")
     p.add_argument("--heldout", type=Path, default=Path("shards/synthtalk-heldout"))
     p.add_argument("--frames", type=int, default=81, help="frames of the held-out clips")
+    p.add_argument("--motion-levels", type=float, nargs="+", default=None,
+                   help="requested motion intensities (face and body) to measure every value at")
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     header = record_header()  # the commit of the code that runs, read before the tree can change
@@ -58,20 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     base = {k: DEMO_GENERATION[k] for k in ("num_inference_steps", "max_edge", "fps", "prompt_cfg", "audio_cfg",
                                             "segment_frames")}  # fmt: skip
     base.update(max_frames=args.frames, seed=0)
+    levels: list[float | None] = list(args.motion_levels) if args.motion_levels else [None]
     rows = []
     for value in values:
-        gen = {**base, args.setting: value}
-        start, per_clip = time.perf_counter(), []
-        for clip in clips:
-            lm = clip["landmarks"]
-            with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)):
-                frames = pipe(Image.fromarray(clip["image"]), clip["audio"], **gen, progress=False).frames
-            per_clip.append({"key": clip["key"], **score(frames, clip, 23.0)})
-        summary = {k: mean([c.get(k) for c in per_clip]) for k in KEYS}
-        rows.append({"value": value, "seconds": round(time.perf_counter() - start, 1), **summary, "per_clip": per_clip})
-        print(f"{args.setting} {value}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None),
-              flush=True)  # fmt: skip
+        for level in levels:
+            gen = {**base, args.setting: value}
+            if level is not None:
+                gen.update(face_motion=level, body_motion=level)
+            start, per_clip = time.perf_counter(), []
+            for clip in clips:
+                lm = clip["landmarks"]
+                with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)):
+                    frames = pipe(Image.fromarray(clip["image"]), clip["audio"], **gen, progress=False).frames
+                per_clip.append({"key": clip["key"], **score(frames, clip, 23.0)})
+            summary = {k: mean([c.get(k) for c in per_clip]) for k in KEYS}
+            rows.append({"value": value, "motion": level, "seconds": round(time.perf_counter() - start, 1), **summary,
+                         "per_clip": per_clip})  # fmt: skip
+            at = "" if level is None else f" (motion {level})"
+            print(f"{args.setting} {value}{at}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None),
+                  flush=True)  # fmt: skip
     report = {**header, "model": str(args.model), "setting": args.setting, "clips": args.clips,
+              "motion_levels": args.motion_levels,
               "generation": base, "rows": rows}  # fmt: skip
     return save_record(args.out, f"demo-sweep-{args.setting}-", report, markdown(report))
 
@@ -82,10 +95,11 @@ def markdown(report: dict[str, Any]) -> str:
 
     lines = [f"Demo model, `{report['setting']}` swept on held-out clips {report['clips']}: {report['date']}, commit "
              f"{report['commit']}, {report['device']}; the rest of the generation: {report['generation']}.", "",
-             f"| {report['setting']} | lip-sync r ↑ | closed in silences > 0.3 s ↑ | identity error ↓ | head motion | seconds |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             f"| {report['setting']} | motion | lip-sync r ↑ | closed in silences > 0.3 s ↑ | identity error ↓ | head motion "
+             "| seconds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["rows"]:
-        lines.append(f"| {r['value']} | {f(r['lipsync'])} | {f(r['closed_in_long_silence'])} | "
+        motion = "default" if r.get("motion") is None else r["motion"]
+        lines.append(f"| {r['value']} | {motion} | {f(r['lipsync'])} | {f(r['closed_in_long_silence'])} | "
                      f"{f(r['identity_error'])} | {f(r['head_motion'])} | {r['seconds']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,9 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
 * stage one alone (its export), own speech;
 * the full model without its face conditioner (the face tokens switched off at inference, as trained with face
   dropout), for the identity error;
-* requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion;
+* requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion, at ``--motion-gain`` (the
+  demo's by default; the other rows request the default motion, which no gain changes, so they do not depend on
+  it and a record's motion rows name the gain they were measured at);
 * the held-out videos after a round trip through the demo VAE (encode, decode; no diffusion): the ceiling of the
   demo ARCHITECTURE on each measure, since every generated frame comes out of that decoder (not a target row);
 * the held-out videos themselves, scored with the same measures: what a perfect model would get (the
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--motion-clips", type=int, default=8, help="held-out clips for each motion row")
     p.add_argument("--steps", type=int, default=DEMO_GENERATION["num_inference_steps"])
     p.add_argument("--audio-cfg", type=float, default=DEMO_GENERATION["audio_cfg"])
+    p.add_argument("--motion-gain", type=float, default=DEMO_GENERATION.get("motion_gain", 1.0),
+                   help="motion gain of the motion rows (1: the embedding as trained; docs/design.md)")
     p.add_argument("--segment-frames", type=int, default=DEMO_GENERATION["segment_frames"],
                    help="segments of this many frames (0: one clip, the demo's default)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -149,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(clips)} held-out clips from {args.heldout}", flush=True)
     gen = dict(num_inference_steps=args.steps, max_edge=DEMO_GENERATION["max_edge"], fps=23, max_frames=args.frames,
                prompt_cfg=1.0, audio_cfg=args.audio_cfg, segment_frames=args.segment_frames, seed=0, progress=False)  # fmt: skip
-    reuse = load_reuse(args, clips, gen) if args.reuse else None
     selected = set(args.only) if args.only else set(ROW_KEYS)
+    reuse = load_reuse(args, clips, gen, selected) if args.reuse else None
     control = control_sentences(clips, pool)  # key -> the pool clip whose truth is least correlated
 
     def pipeline(export: Path) -> Any:
@@ -164,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     keys = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion", "motion_energy")
 
-    def finish(name: str, start: float, per_clip: list[dict[str, Any]], extra_keys: tuple[str, ...] = ()) -> None:
+    def finish(name: str, start: float, per_clip: list[dict[str, Any]], extra_keys: tuple[str, ...] = (),
+               **stamp: Any) -> None:  # fmt: skip
         summary = {k: mean([c.get(k) for c in per_clip]) for k in (*keys, *extra_keys)}
         rows.append({"name": name, "clips": len(per_clip), "seconds": round(time.perf_counter() - start, 1),
-                     **summary, "per_clip": per_clip})  # fmt: skip
+                     **stamp, **summary, "per_clip": per_clip})  # fmt: skip
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
 
     def reference_row() -> None:
@@ -189,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         finish(VAE_ROW, start, [{"key": c["key"], **score(vae_round_trip(pipe.vae, c["video"]), c, 23.0)} for c in clips])
 
-    def row(name: str, pipe: Any, audio_of: Any, subset: list[dict[str, Any]], **extra: Any) -> None:
+    def row(name: str, pipe: Any, audio_of: Any, subset: list[dict[str, Any]], stamp: dict[str, Any] | None = None,
+            **extra: Any) -> None:  # fmt: skip
         start = time.perf_counter()
         per_clip = [{"key": clip["key"], **score(run(pipe, clip, audio_of(clip), **extra), clip, 23.0)}
                     for clip in subset]  # fmt: skip
-        finish(name, start, per_clip)
+        finish(name, start, per_clip, **(stamp or {}))
 
     def another_row(pipe: Any) -> None:
         """Each clip's portrait with its control sentence; r against its own truth, the given one's, the ceiling."""
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     def motion_rows() -> None:
         for level in MOTION_LEVELS:
             row(f"motion {level}", full, lambda c: own[c["key"]], clips[: args.motion_clips],
-                face_motion=level, body_motion=level)  # fmt: skip
+                {"motion_gain": args.motion_gain}, face_motion=level, body_motion=level,
+                motion_gain=args.motion_gain)  # fmt: skip
 
     def face_off_row() -> None:
         if full is None or "face" not in full.conditioning:
@@ -258,22 +265,29 @@ def main(argv: list[str] | None = None) -> int:
     checks = target_checks({r["name"]: r for r in rows})
     model = full if full is not None else pipeline(args.model)  # the conditioner is read, not run: seconds
     if "motion" in model.conditioning:
-        args.motion_embedding = motion_embedding_spread(model.conditioning["motion"])
+        args.motion_embedding = motion_embedding_spread(model.conditioning["motion"], args.motion_gain)
     return write_report(args, rows, checks, gen, suffix="")
 
 
-def motion_embedding_spread(motion: Any) -> dict[str, Any]:
+def motion_embedding_spread(motion: Any, gain: float = 1.0) -> dict[str, Any]:
     """What the motion conditioner adds to the timestep embedding at the requested levels: the norm at each, and
-    how far apart the lowest and highest are relative to their mean norm (0: the conditioner ignores the level)."""
+    how far apart the lowest and highest are relative to their mean norm (0: the conditioner ignores the level);
+    as trained (gain 1) and, under ``at_gain``, at the motion rows' gain."""
     import torch
 
-    with torch.no_grad():
-        emb = {lv: motion(torch.tensor([[lv, lv]])).time_embedding[0].float() for lv in MOTION_LEVELS}  # (D,) each
-    norms = {str(lv): float(e.norm()) for lv, e in emb.items()}
-    mean_norm = float(np.mean(list(norms.values())))
-    gap = float((emb[MOTION_LEVELS[0]] - emb[MOTION_LEVELS[-1]]).norm())
-    return {"norms": norms, f"distance {MOTION_LEVELS[0]} - {MOTION_LEVELS[-1]}": gap,
-            "relative_distance": gap / mean_norm if mean_norm > 0 else None}  # fmt: skip
+    def spread(g: float) -> dict[str, Any]:
+        with torch.no_grad():
+            emb = {lv: motion(torch.tensor([[lv, lv]]), gain=g).time_embedding[0].float() for lv in MOTION_LEVELS}
+        norms = {str(lv): float(e.norm()) for lv, e in emb.items()}  # of the (D,) embedding at each level
+        mean_norm = float(np.mean(list(norms.values())))
+        gap = float((emb[MOTION_LEVELS[0]] - emb[MOTION_LEVELS[-1]]).norm())
+        return {"norms": norms, f"distance {MOTION_LEVELS[0]} - {MOTION_LEVELS[-1]}": gap,
+                "relative_distance": gap / mean_norm if mean_norm > 0 else None}  # fmt: skip
+
+    out = spread(1.0)
+    if gain != 1.0:
+        out["at_gain"] = {"gain": gain, **spread(gain)}
+    return out
 
 
 def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
@@ -328,8 +342,10 @@ def vae_round_trip(vae: Any, video: np.ndarray) -> np.ndarray:
     return as_frames(round_trip(vae, x)[0].cpu())
 
 
-def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The rows of ``--reuse``, each stamped with the date and commit it was measured at; exits on a mismatch."""
+def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any],
+               selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The rows of ``--reuse`` that are not re-run (``selected``: the ``--only`` keys), each stamped with the date
+    and commit it was measured at; exits on a mismatch."""
     try:
         old = json.loads(args.reuse.read_text())
     except (OSError, ValueError) as err:
@@ -343,6 +359,12 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
     keys = [c["key"] for c in clips]
     out = {}
     for r in old["rows"]:
+        if r["name"] in MOTION_ROWS and "motion" in selected:
+            continue  # re-run: nothing of the old row is kept
+        if r["name"] in MOTION_ROWS and float(r.get("motion_gain", 1.0)) != args.motion_gain:
+            raise SystemExit(f"demo_targets: the motion rows of --reuse {args.reuse} were measured at motion gain "
+                             f"{r.get('motion_gain', 1.0)}, not {args.motion_gain}; re-run them (--only motion) or "
+                             "pass their --motion-gain.")  # fmt: skip
         expected = keys[: args.motion_clips] if r["name"] in MOTION_ROWS else keys
         if [c["key"] for c in r["per_clip"]] != expected:
             raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "
@@ -362,6 +384,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "rows": rows,
         "motion_embedding": getattr(args, "motion_embedding", None),
+        "motion_gain": args.motion_gain,
     }  # fmt: skip
     return save_record(args.out, f"demo-targets-{suffix}", report, markdown(report))
 
@@ -430,6 +453,12 @@ def table_rows(report: dict[str, Any]) -> list[str]:
     if spread.get("relative_distance") is not None:
         lines.append(f"Motion conditioner: its embeddings for motion {MOTION_LEVELS[0]} and {MOTION_LEVELS[-1]} lie "
                      f"{spread['relative_distance']:.0%} of their norm apart (0% would ignore the request).")  # fmt: skip
+    gains = sorted({float(r.get("motion_gain", 1.0)) for r in report["rows"] if r["name"] in MOTION_ROWS})
+    if gains and gains != [1.0]:
+        at = spread.get("at_gain") or {}
+        apart = f"; there the embeddings lie {at['relative_distance']:.0%} apart" if at.get("relative_distance") else ""
+        lines.append(f"Motion rows at motion gain {', '.join(f'{g:g}' for g in gains)}: the motion embedding "
+                     f"e(default) + gain (e(m) - e(default)) (docs/design.md){apart}.")  # fmt: skip
     reused = [r for r in report["rows"] if r.get("measured")]
     if reused:
         lines.append("Rows taken from an earlier record (--reuse): " + "; ".join(

@@ -118,7 +118,7 @@ def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
     return {
         "date": targets["date"], "commit": targets["commit"], "checks": targets["checks"],
         "generation": targets.get("generation"), "record": f"benchmarks/results/{path.name}",
-        "motion_embedding": targets.get("motion_embedding"),
+        "motion_embedding": targets.get("motion_embedding"), "motion_gain": targets.get("motion_gain", 1.0),
         "rows": [{k: v for k, v in r.items() if k != "per_clip"} for r in targets["rows"]],
     }  # fmt: skip
 
@@ -138,7 +138,10 @@ def with_targets(card: dict[str, Any], path: Path) -> dict[str, Any]:
 def measured_generation(card: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
     """The card's generation settings with those the held-out targets (a demo_targets.py record) were measured with."""
     measured = targets.get("generation") or {}
-    return {**card.get("generation", {}), **{k: measured[k] for k in MEASURED_GENERATION if k in measured}}
+    out = {**card.get("generation", {}), **{k: measured[k] for k in MEASURED_GENERATION if k in measured}}
+    if "motion_gain" in targets:  # the motion rows' gain (records since 2026-12-03; only those rows depend on it)
+        out["motion_gain"] = targets["motion_gain"]
+    return out
 
 
 def main() -> int:

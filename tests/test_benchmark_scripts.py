@@ -60,7 +60,8 @@ def test_demo_targets_smoke(tmp_path):
     demo, heldout = random_demo_and_heldout(tmp_path)
     command = [sys.executable, str(ROOT / "benchmarks" / "demo_targets.py"), "--heldout", str(heldout),
                "--frames", "17", "--clips", "2", "--motion-clips", "1", "--steps", "1", "--out", str(tmp_path / "res"),
-               "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--seed", "0"]  # fmt: skip
+               "--model", str(demo / "model.safetensors"), "--vae", str(demo / "vae"), "--seed", "0",
+               "--motion-gain", "2"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = (tmp_path / "res").glob("demo-targets-*.json")
@@ -73,6 +74,10 @@ def test_demo_targets_smoke(tmp_path):
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith("Demo model")
     by = {row["name"]: row for row in report["rows"]}
     assert set(report["motion_embedding"]["norms"]) == {"0.1", "0.5", "1.0"}  # the conditioner, read directly
+    # the motion rows (only they request a non-default motion) carry the gain they were measured at
+    assert report["motion_gain"] == 2.0 and report["motion_embedding"]["at_gain"]["gain"] == 2.0
+    assert [by[f"motion {lv}"]["motion_gain"] for lv in ("0.1", "0.5", "1.0")] == [2.0] * 3
+    assert "motion_gain" not in by["full model, own speech"] and "motion gain 2" in path.with_suffix(".md").read_text()
     # another sentence: each clip gets the other clip's sentence (its control, with two clips), and the row says
     # how well the video follows that sentence and what a perfect model would score
     another = by["full model, another sentence"]
@@ -102,6 +107,8 @@ def test_demo_targets_smoke(tmp_path):
     assert merged["rows"][0]["per_clip"] == report["rows"][0]["per_clip"]
     with pytest.raises(SystemExit, match="another model or generation settings"):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
+    with pytest.raises(SystemExit, match=r"measured at motion gain 2\.0, not 1\.0"):  # motion rows of another gain
+        script.main([*command[2:], "--motion-gain", "1", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
         script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
 
@@ -189,6 +196,13 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
     assert scores["record"] == "benchmarks/results/demo-targets-2026-12-01.json"
     # the demo then generates with the settings it was measured with (the noise seed is not a card setting)
     assert card["generation"] == {"audio_cfg": 2.5, "num_inference_steps": 20, "segment_frames": 0}
+    assert scores["motion_gain"] == 1.0  # a record from before the motion gain: its rows were measured at 1
+    # a record of motion rows at another gain: the demo then generates with that gain
+    targets.write_text(json.dumps({**json.loads(targets.read_text()), "motion_gain": 6.0}))
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card", "--targets", str(targets)])
+    assert module.main() == 0
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["generation"]["motion_gain"] == 6.0 == card["heldout_scores"]["motion_gain"]
     monkeypatch.setattr(sys, "argv", ["package_demo.py", "--update-card"])
     with pytest.raises(SystemExit):
         module.main()
@@ -249,3 +263,11 @@ def test_demo_sweep_scores_each_value_of_a_setting(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         sweep.main([*argv, "--clips", "5", "--out", str(tmp_path / "bad")])
     assert exit_.value.code == 2 and "past the 2 held-out clips" in capsys.readouterr().err
+    # --motion-levels: one row per (value, requested motion), the generation asking for that motion
+    argv = [*argv[8:], "--setting", "motion_gain", "--values", "3", "--motion-levels", "0.1", "1.0", "--clips", "0"]
+    assert sweep.main([*argv, "--out", str(tmp_path / "gain")]) == 0
+    (path,) = (tmp_path / "gain").glob("demo-sweep-motion_gain-*.json")
+    report = json.loads(path.read_text())
+    assert [(r["value"], r["motion"]) for r in report["rows"]] == [(3.0, 0.1), (3.0, 1.0)]
+    assert report["motion_levels"] == [0.1, 1.0] and all(len(r["per_clip"]) == 1 for r in report["rows"])
+    assert "| 3.0 | 0.1 |" in path.with_suffix(".md").read_text()

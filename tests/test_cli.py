@@ -130,6 +130,15 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(case, weights, files, tmp
     assert list(out.parent.iterdir()) == []
 
 
+def test_motion_gain_needs_a_motion_conditioner(weights, files, tmp_path, capsys):
+    out = tmp_path / "out" / "x.mp4"
+    out.parent.mkdir()
+    code, _, err = run(["--weights", str(weights), "--image", str(files["image"]), "--audio", str(files["audio"]),
+                        "--output", str(out), "--motion-gain", "2", *FAST], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "no motion conditioner" in err and "--motion-gain" in err, err
+    assert list(out.parent.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("kind", "needle"),
     [("missing-file", "Wan2.1_VAE.pth"), ("missing-ckpt", "fantasytalking_model.ckpt"),

@@ -143,6 +143,7 @@ def test_cli_demo_writes_the_video_and_says_where(demo_dir, tmp_path, capsys):
     printed = capsys.readouterr()
     assert str(out.resolve()) in printed.out and out.is_file() and out.with_suffix(".json").is_file()
     record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["motion_gain"] == 1.0  # the motion embedding as trained (docs/design.md), recorded
     # the whole ~4 s of bundled speech as one clip: int(23 * 4.04 // 4) * 4 + 5 = 97 frames
     assert record["settings"]["segments"] == 1 and record["settings"]["num_frames"] == 97
     assert "note:" not in printed.err  # a SynthTalk portrait is in the demo's domain
@@ -162,6 +163,14 @@ def test_cli_demo_on_a_photo_says_it_is_out_of_domain(demo_dir, tmp_path, capsys
                  "--output", str(out), "--quiet"]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "looks like a photo" in err and "docs/weights.md" in err
+
+
+def test_cli_demo_refuses_a_negative_motion_gain_and_writes_nothing(demo_dir, tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--demo-dir", str(demo_dir), "--motion-gain", "-1", "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "motion gain must be a finite number >= 0" in err[0]
+    assert not out.exists() and not out.with_suffix(".json").exists()
 
 
 def test_incomplete_demo_folder_names_the_missing_file(demo_dir, tmp_path, capsys):

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "needs weights with a motion conditioner")
     gen.add_argument("--body-motion", type=float, default=None,
                      help="body motion intensity in [0, 1] (default 0.5); needs weights with a motion conditioner")
+    gen.add_argument("--motion-gain", type=float, default=1.0,
+                     help="strength of the requested motion: >1 exaggerates the difference from the default "
+                     "intensities, 1 is as trained (docs/design.md); needs weights with a motion conditioner")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     gen.add_argument("--dtype", choices=DTYPES, default=None,
                      help="model dtype (default: bfloat16 on a GPU, float32 on CPU)")
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--audio-cfg", type=float, default=None, help="audio guidance (default: the demo's)")
     demo.add_argument("--face-motion", type=float, default=None, help="face motion intensity in [0, 1]")
     demo.add_argument("--body-motion", type=float, default=None, help="body motion intensity in [0, 1]")
+    demo.add_argument("--motion-gain", type=float, default=None,
+                      help="strength of the requested motion (default: the demo's; 1 is as trained)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -191,7 +196,8 @@ def _generate(args: argparse.Namespace) -> Path:
         num_inference_steps=args.steps, max_edge=args.size, fps=args.fps, max_frames=args.max_frames,
         prompt_cfg=args.prompt_cfg, audio_cfg=args.audio_cfg, audio_scale=args.audio_scale,
         audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
-        face_motion=args.face_motion, body_motion=args.body_motion, batch_passes=args.batch_passes,
+        face_motion=args.face_motion, body_motion=args.body_motion, motion_gain=args.motion_gain,
+        batch_passes=args.batch_passes,
         segment_frames=args.segment_frames,
     )
     for note in result.settings.notes:
@@ -223,6 +229,8 @@ def _demo(args: argparse.Namespace) -> Path:
         settings["num_inference_steps"] = args.steps
     if args.audio_cfg is not None:
         settings["audio_cfg"] = args.audio_cfg
+    if args.motion_gain is not None:
+        settings["motion_gain"] = args.motion_gain
     result = pipe(image, args.audio or bundled_audio, seed=args.seed, face_motion=args.face_motion,
                   body_motion=args.body_motion, progress=not args.quiet, **settings)  # fmt: skip
     for line in result.settings.notes:

@@ -60,6 +60,7 @@ class GenerationSettings:
     seed: int = 1111
     face_motion: float | None = None  # motion intensities (paper: 0.1 subtle, 0.5 natural, 1.0 intense)
     body_motion: float | None = None
+    motion_gain: float = 1.0  # inference-time strength of the requested motion (1: as trained; docs/design.md)
     # resolved from the inputs
     width: int = 0
     height: int = 0
@@ -316,12 +317,15 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             values = [default[i] if v is None else float(v) for i, v in enumerate(wanted)]
             if not all(0.0 <= v <= 1.0 for v in values):
                 raise InputError(f"motion intensities must be in [0, 1], got face {values[0]} and body {values[1]}.")
+            gain = float(settings.motion_gain)
+            if not (math.isfinite(gain) and gain >= 0):
+                raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
             settings.face_motion, settings.body_motion = values
-            inputs["motion"] = {"intensities": torch.tensor([values])}
-        elif any(v is not None for v in wanted):
+            inputs["motion"] = {"intensities": torch.tensor([values]), "gain": gain}
+        elif any(v is not None for v in wanted) or settings.motion_gain != 1.0:
             raise InputError(
                 "these weights have no motion conditioner (the public release has only audio); "
-                "drop --face-motion/--body-motion or use weights trained with motion."
+                "drop --face-motion/--body-motion/--motion-gain or use weights trained with motion."
             )
         return inputs
 
@@ -345,6 +349,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         seed: int = 1111,
         face_motion: float | None = None,
         body_motion: float | None = None,
+        motion_gain: float = 1.0,
         batch_passes: bool = False,
         segment_frames: int | None = None,
         progress: bool = True,
@@ -366,6 +371,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             seed: the initial noise is drawn in fp32 on the CPU from this seed.
             face_motion, body_motion: requested motion intensities in ``[0, 1]`` (default 0.5 each);
                 only for weights with a motion conditioner.
+            motion_gain: strength of the requested motion, ``e(d) + gain * (e(m) - e(d))`` on the motion
+                embedding, ``d`` the default intensities (our addition; 1: as trained; ``d`` itself is unchanged).
             batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more
                 activation memory). Same result up to floating-point rounding.
             segment_frames: generate longer speech as consecutive clips of this many frames (4k+1), each
@@ -377,7 +384,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
             max_edge=max_edge, fps=fps, max_frames=max_frames, prompt_cfg=prompt_cfg, audio_cfg=audio_cfg,
             audio_scale=audio_scale, audio_guidance_steps=audio_guidance_steps, shift=shift, seed=seed,
-            face_motion=face_motion, body_motion=body_motion,
+            face_motion=face_motion, body_motion=body_motion, motion_gain=motion_gain,
         )
         if audio_guidance_steps is not None:
             first, last = audio_guidance_steps

@@ -63,6 +63,24 @@ def test_motion_embedding_statistics_and_null():
     assert fresh.normalise(torch.tensor([[7.0, 0.5]])).tolist() == [[0.5, 0.5]]
 
 
+def test_motion_gain_extrapolates_from_the_default_embedding():
+    """gain g: e(default) + g (e(m) - e(default)); 1 is the trained embedding, the default is a fixed point."""
+    torch.manual_seed(0)
+    motion = MotionConditioner(embed_dim=24, hidden_dim=16, default=(0.4, 0.6))
+    torch.nn.init.normal_(motion.out[1].weight)  # a trained-like (non-zero) last layer
+    m = torch.tensor([[0.1, 0.9], [1.0, 0.0]])
+    plain = motion(m).time_embedding  # (2, 24)
+    centre = motion(torch.tensor([[0.4, 0.6]] * 2)).time_embedding
+    assert not torch.allclose(plain, centre)
+    assert torch.equal(motion(m, gain=1.0).time_embedding, plain)
+    torch.testing.assert_close(motion(m, gain=8.0).time_embedding, centre + 8.0 * (plain - centre))
+    torch.testing.assert_close(motion(m, gain=0.0).time_embedding, centre)  # 0: the request is ignored
+    assert torch.equal(motion(None, batch_size=2, gain=8.0).time_embedding, centre)  # the default stays put
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="motion gain"):
+            motion(m, gain=bad)
+
+
 def test_motion_dropout_zero_by_default():
     motion = MotionConditioner(embed_dim=8)
     cond = motion(torch.rand(4, 2))

@@ -7,6 +7,10 @@ and the result is ADDED to the timestep embedding; its last layer is zero-initia
 motion conditioner leaves the backbone unchanged. Inference default: 0.5 for both (0.1 / 0.5 / 1.0
 were shown as subtle / natural / intense).
 
+Motion gain (our addition, inference only): ``forward(..., gain=g)`` returns
+``e(default) + g * (e(m) - e(default))``, which strengthens (g > 1) or weakens (g < 1) the effect of the
+requested intensities while leaving the default's embedding as it is (docs/design.md).
+
 Guidance and dropout (our choice; the paper does not guide on motion):
 
 * ``guided=False`` (default): :meth:`null` keeps the motion condition, so every guidance pass
@@ -151,24 +155,41 @@ class MotionConditioner(Conditioner):
         angles = intensities[..., None] * freqs  # (B, 2, K)
         return torch.cat([intensities[..., None], angles.sin(), angles.cos()], dim=-1)
 
-    def forward(self, intensities: torch.Tensor | None = None, batch_size: int = 1) -> Condition:
+    def _embed(self, intensities: torch.Tensor) -> torch.Tensor:
+        """Normalised intensities ``(B, 2)`` -> the embedding ``(B, D)``."""
+        x = self.embed_features(intensities)  # (B, 2, 2K+1)
+        h = self.mlp(x) + self.kind_embedding  # (B, 2, H)
+        h = self.resnet(h).mean(dim=1)  # ResNet layer, then average pooling over (face, body): (B, H)
+        return self.out(h)  # (B, D)
+
+    def forward(self, intensities: torch.Tensor | None = None, batch_size: int = 1, gain: float = 1.0) -> Condition:
         """Embed intensities.
 
         Args:
             intensities: ``(B, 2)`` normalised (face, body) intensities in ``[0, 1]``; None uses
                 :attr:`default` for ``batch_size`` samples.
+            gain: inference-time motion gain (our addition; the paper has none): the embedding is pushed
+                away from the default intensities' embedding, ``e(default) + gain * (e(m) - e(default))``.
+                1 is the trained embedding (training always uses 1); 0 ignores the request; at the default
+                intensities every gain gives the same embedding. See docs/design.md (motion gain).
 
         Returns:
             ``time_embedding`` ``(B, D)``.
         """
+        gain = float(gain)
+        if not (math.isfinite(gain) and gain >= 0):
+            raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
         weight = self.mlp[0].weight
         if intensities is None:
             intensities = torch.tensor([self.default], device=weight.device).expand(batch_size, 2)
         self._check_range(intensities)
-        x = self.embed_features(intensities.to(device=weight.device, dtype=weight.dtype))  # (B, 2, 2K+1)
-        h = self.mlp(x) + self.kind_embedding  # (B, 2, H)
-        h = self.resnet(h).mean(dim=1)  # ResNet layer, then average pooling over (face, body): (B, H)
-        return Condition(time_embedding=self.out(h))  # (B, D)
+        intensities = intensities.to(device=weight.device, dtype=weight.dtype)
+        embedding = self._embed(intensities)  # (B, D)
+        if gain != 1.0:
+            default = torch.tensor([self.default], device=weight.device, dtype=weight.dtype).expand_as(intensities)
+            centre = self._embed(default)  # (B, D)
+            embedding = centre + gain * (embedding - centre)
+        return Condition(time_embedding=embedding)
 
     def null(self, condition: Condition) -> Condition:
         """Unguided (default): the motion stays; guided: the zero embedding."""
