@@ -342,6 +342,16 @@ def vae_round_trip(vae: Any, video: np.ndarray) -> np.ndarray:
     return as_frames(round_trip(vae, x)[0].cpu())
 
 
+def vae_sha256(folder: Path) -> str | None:
+    """SHA-256 of a VAE folder's weights and config (None when it is not there): which decoder drew the rows."""
+    import hashlib
+
+    files = [folder / "config.json", folder / "diffusion_pytorch_model.safetensors"]
+    if not all(f.is_file() for f in files):
+        return None
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
 def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any],
                selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The rows of ``--reuse`` that are not re-run (``selected``: the ``--only`` keys), each stamped with the date
@@ -353,6 +363,9 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
     now = {k: v for k, v in gen.items() if k != "progress"}
     same_model = (old["model_sha256"] == file_sha256(args.model)) if old.get("model_sha256") else (
         old.get("model") == str(args.model))  # records before 2026-12-02's second run name the file only
+    if old.get("vae_sha256") and old["vae_sha256"] != vae_sha256(args.vae):  # records before 2026-12-04 name no VAE
+        raise SystemExit(f"demo_targets: --reuse {args.reuse} was measured with another VAE ({old.get('vae')}); every "
+                         f"row decodes through it: re-run every row with --vae {args.vae}.")  # fmt: skip
     if old.get("generation") != now or not same_model:
         raise SystemExit(f"demo_targets: --reuse {args.reuse} was measured with another model or generation settings "
                          f"({old.get('model')}, {old.get('generation')}); re-run every row instead.")  # fmt: skip
@@ -380,6 +393,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         **args.header,
         "model": str(args.model), "model_sha256": file_sha256(args.model) if args.model.exists() else None,
         "stage1": str(args.stage1) if args.stage1.exists() else None,
+        "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "rows": rows,

@@ -9,6 +9,14 @@ seed, data, wall times, clip length, loss summary, held-out scores) and keeps th
     python examples/package_demo.py --continued runs/demo/stage2-pause --continued-shards shards/synthtalk-pause \\
         --targets benchmarks/results/demo-targets-2026-12-02-3.json   # a continuation of stage two replaces the model
 
+``--decoder`` packages a fine-tune of the packaged VAE's DECODER (``python -m fantasytalking.training.vae
+--decoder-only --init-from src/fantasytalking/assets/demo/vae``): its export replaces ``vae/``, after a check that
+its encoder, ``quant_conv`` and latent statistics are bit-identical to the packaged ones (the stages were trained on
+those latents); the card records it under ``vae.decoder_finetune`` with its loss curve ``vae-decoder.csv``::
+
+    python examples/package_demo.py --decoder runs/vae-decoder --decoder-shards shards/synthtalk \
+        --targets benchmarks/results/demo-targets-2026-12-04.json
+
 ``--continued`` packages a run that continued the packaged stage two (``examples/train_demo.sh`` step 3c): its
 export becomes ``model.safetensors``, its loss curve ``stage2-continued-<n>.csv`` beside the others, and the card records its data,
 steps, wall time and losses under ``continued`` (the stage-one export, the VAE and the rest of the card stay).
@@ -112,6 +120,48 @@ def package_continued(run: Path, shards: Path, card: dict[str, Any], command: st
                 "wall_time_s": wall_seconds(run), "losses": loss_summary(points)}]}  # fmt: skip
 
 
+def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+    """Put a decoder-only fine-tune ``run`` (an exported VAE folder with its ``train/``) in place of the packaged
+    VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs."""
+    from diffusers import AutoencoderKLWan
+
+    if not (run / "config.json").is_file():
+        raise SystemExit(f"error: {run} holds no exported VAE (config.json); the fine-tune did not finish")
+    new, old = (AutoencoderKLWan.from_pretrained(str(d)) for d in (run, ASSETS / "vae"))
+    for key in ("latents_mean", "latents_std", "z_dim"):
+        if new.config[key] != old.config[key]:
+            raise SystemExit(f"error: {run} has another {key} than the packaged VAE; the stages were trained on the "
+                             "packaged latents: fine-tune with --decoder-only --init-from the packaged VAE")  # fmt: skip
+    old_state, new_state = old.state_dict(), new.state_dict()
+    if set(old_state) != set(new_state):
+        raise SystemExit(f"error: {run} is not the packaged VAE's architecture")
+    changed = [k for k in old_state if k.startswith(("encoder.", "quant_conv.")) and not old_state[k].equal(new_state[k])]
+    if changed:
+        raise SystemExit(f"error: {run} changed the encoder ({changed[0]}, {len(changed)} tensors); the stages were "
+                         "trained on the packaged latents: fine-tune with --decoder-only")  # fmt: skip
+    data = json.loads((shards / "synthtalk.json").read_text())
+    points = curve(metrics_csv(run / "train"), "train/loss")
+    write_curve("vae-decoder", points)
+    heldout = run / "train" / "heldout.csv"
+    scores = list(csv.DictReader(heldout.read_text().splitlines())) if heldout.is_file() else []
+    if scores:
+        shutil.copyfile(heldout, CURVES / "vae-decoder-heldout.csv")
+    tmp = ASSETS / "vae.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(run, tmp, ignore=shutil.ignore_patterns("train"))
+    shutil.rmtree(ASSETS / "vae")
+    tmp.replace(ASSETS / "vae")
+    vae = dict(card.get("vae", {}))
+    vae["decoder_finetune"] = {
+        "command": command, "from": "the packaged VAE (its encoder, quant_conv and latents_mean / latents_std kept "
+        "bit for bit)", "curve": "benchmarks/results/demo-training/vae-decoder.csv",
+        "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split")},
+        "wall_time_s": wall_seconds(run / "train"), "losses": loss_summary(points),
+        "heldout_scores": [{k: float(v) for k, v in row.items()} for row in scores]}  # fmt: skip
+    return {**card, "vae": vae}
+
+
 def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
     """The card's summary of a ``benchmarks/demo_targets.py`` record ``targets`` read from ``path`` (the rows
     without their per-clip values)."""
@@ -162,9 +212,24 @@ def main() -> int:
     p.add_argument("--continued", type=Path, default=None,
                    help="a run that continued the packaged stage two: its export replaces model.safetensors")
     p.add_argument("--continued-shards", type=Path, default=None, help="the shards the --continued run trained on")
+    p.add_argument("--decoder", type=Path, default=None,
+                   help="a decoder-only fine-tune of the packaged VAE (an exported folder): it replaces vae/")
+    p.add_argument("--decoder-shards", type=Path, default=Path("shards/synthtalk"),
+                   help="the shards the --decoder run trained on")  # fmt: skip
+    p.add_argument("--decoder-command", default="python -m fantasytalking.training.vae --decoder-only --init-from "
+                   "src/fantasytalking/assets/demo/vae (docs/demo.md)",
+                   help="how the --decoder run was made (recorded in the card)")  # fmt: skip
     p.add_argument("--continued-command", default="examples/train_demo.sh, step 3c",
                    help="how the --continued run was made (recorded in the card)")
     args = p.parse_args()
+    if args.decoder is not None:
+        if args.targets is None:
+            p.error("--decoder needs --targets (the demo_targets.py JSON measured with the new decoder)")
+        card = package_decoder(args.decoder, args.decoder_shards, json.loads((ASSETS / "card.json").read_text()),
+                               args.decoder_command)  # fmt: skip
+        write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
+        print(f"packaged the decoder fine-tune {args.decoder} into {ASSETS / 'vae'}")
+        return 0
     if args.continued is not None:
         if args.continued_shards is None or args.targets is None:
             p.error("--continued needs --continued-shards and --targets (the continued model's demo_targets.py JSON)")

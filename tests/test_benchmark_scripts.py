@@ -111,6 +111,19 @@ def test_demo_targets_smoke(tmp_path):
         script.main([*command[2:], "--motion-gain", "1", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
         script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
+    # every row decodes through the VAE: the record names it, and rows of another VAE are never reused
+    assert report["vae"] == str(demo / "vae") and report["vae_sha256"] == script.vae_sha256(demo / "vae")
+    import shutil
+
+    from diffusers import AutoencoderKLWan
+
+    other = AutoencoderKLWan.from_pretrained(str(demo / "vae"))
+    with torch.no_grad():
+        other.decoder.conv_out.bias.add_(0.1)
+    other.save_pretrained(str(tmp_path / "other-vae"))
+    shutil.rmtree(tmp_path / "other-vae" / "train", ignore_errors=True)
+    with pytest.raises(SystemExit, match="another VAE"):
+        script.main([*command[2:], "--vae", str(tmp_path / "other-vae"), "--only", "reference", "--reuse", str(path)])
 
 
 def test_demo_targets_control_sentence_is_the_least_correlated_clip():
@@ -246,6 +259,84 @@ def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
     packaged, source = load_file(str(assets / "model.safetensors")), load_file(str(demo / "model.safetensors"))
     assert packaged.keys() == source.keys()
     assert all(v.dtype != torch.float32 for v in packaged.values() if v.is_floating_point())
+
+
+def test_package_demo_packages_a_decoder_fine_tune_and_refuses_a_changed_encoder(tmp_path, monkeypatch):
+    """examples/package_demo.py --decoder: a VAE whose encoder side is the packaged one's bit for bit replaces vae/
+    and is recorded under vae.decoder_finetune; a changed encoder or latent statistics is refused, vae/ untouched."""
+    import shutil
+
+    from diffusers import AutoencoderKLWan
+
+    from fantasytalking.testing import make_random_demo
+
+    module = load_example("package_demo")
+    demo = make_random_demo(tmp_path / "demo")
+    assets, curves = tmp_path / "assets", tmp_path / "curves"
+    shutil.copytree(demo / "vae", assets / "vae")
+    monkeypatch.setattr(module, "ASSETS", assets)
+    monkeypatch.setattr(module, "CURVES", curves)
+    (assets / "card.json").write_text(json.dumps({"seed": 0, "vae": {"command": "step 2b"}}))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "seed": 0}))
+    targets = tmp_path / "demo-targets-2026-12-04.json"
+    targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {}, "rows": []}))
+
+    def run_with(change: str, name: str) -> Path:
+        vae = AutoencoderKLWan.from_pretrained(str(demo / "vae"))
+        with torch.no_grad():
+            dict(vae.named_parameters())[change].add_(0.5)
+        run = tmp_path / name
+        vae.save_pretrained(str(run))
+        logs = run / "train" / "lightning_logs" / "version_0"
+        logs.mkdir(parents=True)
+        (logs / "hparams.yaml").write_text("{}\n")
+        (logs / "metrics.csv").write_text("step,train/loss\n9,0.3\n19,0.2\n")
+        (run / "train" / "heldout.csv").write_text("step,psnr,mouth_r,mouth_ratio\n25,21.0,0.99,1.0\n")
+        return run
+
+    before = (assets / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    encoder_key = next(k for k, _ in AutoencoderKLWan.from_pretrained(str(demo / "vae")).named_parameters()
+                       if k.startswith("encoder."))  # fmt: skip
+    bad = run_with(encoder_key, "bad")
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--decoder", str(bad), "--decoder-shards", str(shards),
+                                      "--targets", str(targets)])  # fmt: skip
+    with pytest.raises(SystemExit, match="changed the encoder"):
+        module.main()
+    assert (assets / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    good = run_with("decoder.conv_out.weight", "good")
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--decoder", str(good), "--decoder-shards", str(shards),
+                                      "--targets", str(targets)])  # fmt: skip
+    assert module.main() == 0
+    packaged = AutoencoderKLWan.from_pretrained(str(assets / "vae")).state_dict()
+    tuned = AutoencoderKLWan.from_pretrained(str(good)).state_dict()
+    assert all(torch.equal(packaged[k], tuned[k]) for k in tuned) and not (assets / "vae" / "train").exists()
+    card = json.loads((assets / "card.json").read_text())
+    record = card["vae"]["decoder_finetune"]
+    assert card["vae"]["command"] == "step 2b" and record["losses"]["steps"] == 20
+    assert record["heldout_scores"] == [{"step": 25.0, "psnr": 21.0, "mouth_r": 0.99, "mouth_ratio": 1.0}]
+    assert (curves / "vae-decoder.csv").read_text().splitlines() == ["step,loss", "9,0.3", "19,0.2"]
+    assert card["heldout_scores"]["commit"] == "abc"
+
+
+def test_vae_floor_splits_the_identity_error_by_component(tmp_path):
+    """benchmarks/vae_floor.py: the round trip's identity error is the mean of its components, per VAE given."""
+    demo, heldout = random_demo_and_heldout(tmp_path)
+    module = load_script("vae_floor")
+    out = tmp_path / "results"
+    out.mkdir()
+    assert module.main(["--vae", str(demo / "vae"), "--heldout", str(heldout), "--frames", "17", "--clips", "2",
+                        "--out", str(out)]) == 0  # fmt: skip
+    (record,) = out.glob("vae-floor-*.json")
+    report = json.loads(record.read_text())
+    (row,) = report["vaes"]
+    sizes = {"skin": 3, "hair": 3, "background": 3, "shirt": 3, "face width": 1, "face height": 1}
+    weighted = sum(row["components"][k]["mean_abs_error"] * n for k, n in sizes.items()) / sum(sizes.values())
+    assert row["identity_error"] == pytest.approx(weighted, rel=1e-5)
+    assert sum(c["share"] for c in row["components"].values()) == pytest.approx(1.0)
+    assert row["identity_error"] == pytest.approx(np.mean([c["identity_error"] for c in row["per_clip"]]), rel=1e-5)
+    assert report["clips"] == 2 and "cores" in report["device"]
 
 
 @pytest.mark.slow

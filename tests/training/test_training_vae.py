@@ -143,6 +143,23 @@ def test_command_line_trains_exports_resumes_and_refuses_a_mismatched_init(tmp_p
                     AutoencoderKLWan.from_pretrained(str(again)).state_dict().values()):  # fmt: skip
         torch.testing.assert_close(a, b)
     assert main([*common, "--out", str(tmp_path / "more"), "--steps", "1", "--init-from", str(out)]) == 0
+    # --decoder-only: the encoder and the latent statistics of --init-from, exactly; also through --export-from
+    with pytest.raises(InputError, match="--init-from"):
+        main([*common, "--out", str(tmp_path / "dec-bad"), "--steps", "1", "--decoder-only"])
+    dec = tmp_path / "dec"
+    assert main([*common, "--out", str(dec), "--steps", "2", "--decoder-only", "--init-from", str(out)]) == 0
+    dec_again = tmp_path / "dec-again"
+    assert main([*common, "--out", str(dec_again), "--export-from", str(next((dec / "train").rglob("last.ckpt")))]) == 0
+    start = AutoencoderKLWan.from_pretrained(str(out))
+    for folder in (dec, dec_again):
+        tuned = AutoencoderKLWan.from_pretrained(str(folder))
+        assert tuned.config.latents_mean == start.config.latents_mean
+        assert tuned.config.latents_std == start.config.latents_std
+        for key, value in start.state_dict().items():
+            same = torch.equal(value, tuned.state_dict()[key])
+            assert same if key.startswith(("encoder.", "quant_conv.")) else True, key
+        assert any(not torch.equal(v, tuned.state_dict()[k]) for k, v in start.state_dict().items()
+                   if k.startswith("decoder."))  # fmt: skip
     other = tmp_path / "wan21"
     AutoencoderKLWan(**{**DEMO_VAE, "is_residual": False}).save_pretrained(str(other))
     with pytest.raises(InputError, match="does not fit the demo VAE"):
@@ -257,3 +274,44 @@ def test_per_frame_vae_encodes_every_frame_on_its_own() -> None:
             assert not value[:, :, :-1].any()
         else:
             torch.testing.assert_close(value, src[key])
+
+
+def test_decoder_only_leaves_the_encoder_and_the_latent_statistics_exactly_as_they_were(tmp_path) -> None:
+    """decoder_only: the encoder / quant_conv never change (bit for bit, so every latent the stages were trained
+    on is unchanged), the decoder learns, and the export keeps the start's latents_mean / latents_std."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    start = WanVAETrainer(SMALL_VAE, sample_posterior=False)
+    start_dir = start.export_vae(tmp_path / "start", batches=[{"video": _video(frames=1, seed=3)}])
+    config = {k: v for k, v in AutoencoderKLWan.load_config(str(start_dir)).items() if not k.startswith("_")}
+    module = WanVAETrainer(config, lr=1e-3, sample_posterior=False, decoder_only=True)
+    module.vae.load_state_dict(AutoencoderKLWan.from_pretrained(str(start_dir)).state_dict(), strict=True)
+    frozen = {k: v.clone() for k, v in module.vae.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+    decoder = {k: v.clone() for k, v in module.vae.state_dict().items() if k.startswith(("decoder.", "post_quant"))}
+    optimizer = module.configure_optimizers()
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for n, p in module.vae.named_parameters() if n.startswith(("decoder.", "post_quant"))}
+    module.train()
+    assert not module.vae.encoder.training and module.vae.decoder.training
+    batch = _video(frames=1)
+    losses = []
+    for step in range(10):
+        out = module.compute_loss(batch, torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < losses[0] * 0.97, losses
+    # no KL in the loss: with a frozen encoder it is a constant (logged only)
+    torch.testing.assert_close(out["loss"].detach(), out["l1"] + module.mse_weight * out["mse"], atol=0, rtol=0)
+    state = module.vae.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(state[k], v) for k, v in decoder.items())
+    path = module.export_vae(tmp_path / "tuned", batches=[{"video": _video(frames=1, seed=4)}])
+    tuned = AutoencoderKLWan.load_config(str(path))
+    before = AutoencoderKLWan.load_config(str(start_dir))
+    assert tuned["latents_mean"] == before["latents_mean"] and tuned["latents_std"] == before["latents_std"]
+    bare = WanVAETrainer({**config, "latents_mean": None, "latents_std": None}, decoder_only=True)
+    with pytest.raises(InputError, match="--init-from"):
+        bare.export_vae(tmp_path / "bare", batches=[batch])

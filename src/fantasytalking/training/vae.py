@@ -16,6 +16,12 @@ encodes a first frame alone), several times cheaper than clips; the temporal lay
 are the per-channel statistics of the trained encoder's latents over a few batches, so the pipeline's
 normalisation ``(z - mean) / std`` gives latents of about zero mean and unit variance per channel.
 
+``decoder_only=True`` (``--decoder-only --init-from VAE``) fine-tunes ``post_quant_conv`` and the decoder of an
+exported VAE and nothing else: the encoder and ``quant_conv`` are frozen and the export keeps the start's
+``latents_mean`` / ``latents_std``, so every normalised latent is bit for bit what it was and a transformer trained
+on that VAE's latents decodes through the new decoder without retraining (the demo's decoder was sharpened this
+way after both stages had trained; docs/demo.md).
+
 Example::
 
     trainer = lightning.Trainer(max_steps=2000, accelerator="cpu")
@@ -233,6 +239,11 @@ class WanVAETrainer(pl.LightningModule):
             of the crop), else placed uniformly; needs ``lip_mask`` in the batch when above 0.
         sample_posterior: decode a posterior sample (True, the KL-VAE objective) or its mode.
         seed: seed of the frame draws and posterior samples (a function of seed and step only).
+        decoder_only: train ``post_quant_conv`` and the decoder only; the encoder and ``quant_conv`` are frozen
+            (no gradient, never in the optimizer), so every latent stays exactly what it was and a transformer
+            trained on this VAE's latents needs no retraining; the KL term is then a constant and is left out of
+            the loss (still logged). :meth:`export_vae` then keeps the config's ``latents_mean`` /
+            ``latents_std`` (the normalisation the transformer was trained with) instead of measuring new ones.
     """
 
     def __init__(
@@ -251,6 +262,7 @@ class WanVAETrainer(pl.LightningModule):
         mouth_crop_prob: float = 0.0,
         sample_posterior: bool = True,
         seed: int = 0,
+        decoder_only: bool = False,
     ) -> None:
         super().__init__()
         from diffusers import AutoencoderKLWan
@@ -258,7 +270,8 @@ class WanVAETrainer(pl.LightningModule):
         if not 0.0 <= single_frame_prob <= 1.0 or frames_per_clip < 1 or mouth_weight < 0:
             raise InputError("single_frame_prob must be in [0, 1], frames_per_clip >= 1 and mouth_weight >= 0.")
         config = copy.deepcopy(dict(vae_config)) if vae_config is not None else _default_vae_config()
-        self.save_hyperparameters({"vae_config": config})
+        # decoder_only is saved too: --export-from of such a run must keep the latent statistics, not re-measure them
+        self.save_hyperparameters({"vae_config": config, "decoder_only": bool(decoder_only)})
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.mse_weight, self.kl_weight, self.mouth_weight = mse_weight, kl_weight, mouth_weight
         self.single_frame_prob, self.frames_per_clip = single_frame_prob, frames_per_clip
@@ -270,6 +283,20 @@ class WanVAETrainer(pl.LightningModule):
         if not 0.0 <= mouth_crop_prob <= 1.0:
             raise InputError(f"mouth_crop_prob must be in [0, 1], got {mouth_crop_prob}.")
         self.crop_size, self.mouth_crop_prob = crop_size, mouth_crop_prob
+        self.decoder_only = bool(decoder_only)
+        if self.decoder_only:
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The modules this trainer never updates: the encoder and ``quant_conv`` with ``decoder_only``, else none."""
+        return [self.vae.encoder, self.vae.quant_conv] if getattr(self, "decoder_only", False) else []
+
+    def train(self, mode: bool = True) -> WanVAETrainer:
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()  # a frozen encoder encodes as at export time, whatever Lightning sets
+        return self
 
     @property
     def spatial_stride(self) -> int:
@@ -348,7 +375,8 @@ class WanVAETrainer(pl.LightningModule):
             raise InputError("mouth_weight > 0 needs the batch's lip_mask (B, 1, N, H, W) of the video's frames; "
                              "load the 'lip_mask' field from the shards.")  # fmt: skip
         x = video.to(self.device, torch.float32)
-        posterior = self.vae.encode(x).latent_dist  # mean / logvar (B, z, F, h, w)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
+            posterior = self.vae.encode(x).latent_dist  # mean / logvar (B, z, F, h, w)
         if self.sample_posterior:
             noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device)
             z = posterior.mean + posterior.std * noise
@@ -359,7 +387,9 @@ class WanVAETrainer(pl.LightningModule):
         l1 = err.abs().mean()
         mse = err.square().mean()
         kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar).mean()
-        loss = l1 + self.mse_weight * mse + self.kl_weight * kl
+        loss = l1 + self.mse_weight * mse
+        if not self.decoder_only:  # a frozen encoder's KL is a constant: no gradient to give
+            loss = loss + self.kl_weight * kl
         out = {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach(),
                "psnr": (10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10)))}  # fmt: skip
         if self.mouth_weight > 0:
@@ -394,7 +424,8 @@ class WanVAETrainer(pl.LightningModule):
         return out["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.lr, betas=self.betas,  # type: ignore[arg-type]
+        params = [p for p in self.vae.parameters() if p.requires_grad]  # decoder_only: post_quant_conv + decoder
+        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas,  # type: ignore[arg-type]
                                  weight_decay=self.weight_decay)  # fmt: skip
 
     # ------------------------------------------------------------------ export
@@ -421,8 +452,20 @@ class WanVAETrainer(pl.LightningModule):
         """Write ``save_pretrained`` of the VAE with ``latents_mean`` / ``latents_std`` from ``batches``.
 
         ``batches``: batches (or video tensors) to measure the latents on; default: the attached trainer's
-        training dataloader. Returns ``path``.
+        training dataloader. With ``decoder_only`` nothing is measured: the encoder is the one the config's
+        statistics were measured on, and the transformer was trained with exactly those, so they are kept
+        (``batches`` is ignored). Returns ``path``.
         """
+        out = Path(path)
+        if self.decoder_only:
+            cfg = self.vae.config
+            if cfg.latents_mean is None or len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
+                raise InputError("decoder_only keeps the VAE's latents_mean / latents_std, but its config has none of "
+                                 f"size z_dim={cfg.z_dim}; start it from an exported VAE (--init-from).")  # fmt: skip
+            export = copy.deepcopy(self.vae).float().cpu().eval()
+            out.mkdir(parents=True, exist_ok=True)
+            export.save_pretrained(str(out))
+            return out
         if batches is None:
             trainer = self._trainer
             if trainer is None:
@@ -434,13 +477,22 @@ class WanVAETrainer(pl.LightningModule):
         mean, std = self.latent_statistics(batches, num_batches)
         export = copy.deepcopy(self.vae).float().cpu().eval()
         export.register_to_config(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
-        out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         export.save_pretrained(str(out))
         return out
 
 
 # ---------------------------------------------------------------------------------------------- command line
+
+
+def _read_vae_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of an exported VAE folder, or a one-line error saying what is wrong."""
+    path = Path(folder) / "config.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read the VAE config {path} ({type(err).__name__}); give a folder written by "
+                         "save_pretrained (config.json + diffusion_pytorch_model.safetensors).") from None  # fmt: skip
 
 
 def heldout_videos(shards: str | Path, num_frames: int, clips: int) -> list[torch.Tensor]:
@@ -500,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-per-frame", default=None,
                         help="start from an exported VAE that compresses time (e.g. the 4x8x8 one of an earlier run), "
                         "converted by per_frame_vae; the demo VAE encodes each frame on its own")  # fmt: skip
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="fine-tune post_quant_conv + decoder of --init-from only: the encoder, the latents and "
+                        "their latents_mean / latents_std stay exactly as they are, so the stages trained on them "
+                        "keep working")  # fmt: skip
     parser.add_argument("--export-from", default=None,
                         help="no training: export this checkpoint (e.g. an interrupted run's last.ckpt) to --out")  # fmt: skip
     args = parser.parse_args(argv)
@@ -514,8 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
         print(f"VAE of {args.export_from} written to {out}")
         return 0
+    if args.decoder_only and args.init_from is None:
+        raise InputError("--decoder-only fine-tunes the decoder of an exported VAE; give it with --init-from.")
     vae_config = {**_default_vae_config(), **(args.vae_config or {})}
-    module = WanVAETrainer(vae_config, lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
+    if args.decoder_only:  # the start's own config: its latents_mean / latents_std are kept
+        vae_config = {k: v for k, v in _read_vae_config(args.init_from).items() if not k.startswith("_")}
+        vae_config.update(args.vae_config or {})
+    module = WanVAETrainer(vae_config, decoder_only=args.decoder_only, lr=args.lr, kl_weight=args.kl_weight, mse_weight=args.mse_weight,
                            mouth_weight=args.mouth_weight, crop_size=args.crop_size,
                            mouth_crop_prob=args.mouth_crop_prob,
                            single_frame_prob=args.single_frame_prob, frames_per_clip=args.frames_per_clip,
@@ -545,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                          gradient_clip_val=1.0, callbacks=callbacks)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out = module.export_vae(args.out, batches=datamodule.train_dataloader(), num_batches=args.stats_batches)
-    print(f"VAE written to {out} (latents_mean / latents_std from {args.stats_batches} batches)")
+    stats = "kept from --init-from" if args.decoder_only else f"from {args.stats_batches} batches"
+    print(f"VAE written to {out} (latents_mean / latents_std {stats})")
     return 0
 
 
