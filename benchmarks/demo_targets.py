@@ -103,6 +103,7 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndar
     out["closed_in_long_silence"] = (None if not long_silent.any()
                                      else st.mouth_closed_fraction(opening[:n], long_silent))  # fmt: skip
     out["identity_error"], _ = guarded(lambda: st.identity_error_over_frames(frames, clip["image"]))
+    out["identity_face_error"], _ = guarded(lambda: st.face_identity_error_over_frames(frames, clip["image"]))
     out["head_motion"], _ = guarded(lambda: st.head_motion(frames))
     out["motion_energy"], _ = guarded(lambda: st.motion_energy(frames))
     return out
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return pipe(Image.fromarray(clip["image"]), audio, **gen, **extra).frames
 
     rows: list[dict[str, Any]] = []
-    keys = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion", "motion_energy")
+    keys = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion",
+            "motion_energy")
 
     def finish(name: str, start: float, per_clip: list[dict[str, Any]], extra_keys: tuple[str, ...] = (),
                **stamp: Any) -> None:  # fmt: skip
@@ -463,6 +465,10 @@ def table_rows(report: dict[str, Any]) -> list[str]:
         elif r.get("lipsync_another_sentence") is not None:  # records before the control sentences
             lines.append(f"A perfect model given another clip's sentence would score lip-sync r "
                          f"{r['lipsync_another_sentence']:.3f} here (the sentences share their silent starts and ends).")  # fmt: skip
+    faces = [(r["name"], r["identity_face_error"]) for r in report["rows"] if r.get("identity_face_error") is not None]
+    if faces:  # not a target: the part of the identity error a face-identity branch can move (metrics.synthtalk)
+        lines.append("Identity error of the face alone (skin colour, face width and height): "
+                     + "; ".join(f"{name} {v:.4f}" for name, v in faces) + ".")  # fmt: skip
     spread = report.get("motion_embedding") or {}
     if spread.get("relative_distance") is not None:
         lines.append(f"Motion conditioner: its embeddings for motion {MOTION_LEVELS[0]} and {MOTION_LEVELS[-1]} lie "

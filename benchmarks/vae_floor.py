@@ -32,10 +32,9 @@ sys.path.insert(0, str(HERE))
 from demo_targets import record_header, save_record, vae_round_trip  # noqa: E402
 from variants import heldout_clips  # noqa: E402
 
-#: identity_features layout: (name, slice) over its 14 values.
-COMPONENTS = (("skin", slice(0, 3)), ("hair", slice(3, 6)), ("background", slice(6, 9)), ("shirt", slice(9, 12)),
-              ("face width", slice(12, 13)), ("face height", slice(13, 14)))  # fmt: skip
-STRIDE = 8  # every 8th frame from frame 8, as identity_error_over_frames
+from fantasytalking.metrics.synthtalk import IDENTITY_COMPONENTS  # noqa: E402
+
+COMPONENTS = tuple(IDENTITY_COMPONENTS.items())  # (name, slice of the 14 identity features)
 
 
 def floor(vae_dir: Path, clips: list[dict[str, Any]]) -> dict[str, Any]:
@@ -51,16 +50,17 @@ def floor(vae_dir: Path, clips: list[dict[str, Any]]) -> dict[str, Any]:
     per_clip, parts = [], []
     for c in clips:
         recon = vae_round_trip(vae, c["video"])  # (F, H, W, 3) uint8
-        reference = st.identity_features(c["video"][:1])
-        picks = recon[STRIDE::STRIDE] if len(recon) > STRIDE else recon[-1:]
-        diffs = np.stack([np.abs(st.identity_features(f[None]) - reference) for f in picks])  # (P, 14)
-        parts.append(diffs.mean(0))
-        per_clip.append({"key": c["key"], "identity_error": float(diffs.mean())})
-    by_feature = np.mean(parts, axis=0)  # (14,)
-    total = float(by_feature.mean())
-    components = {name: {"mean_abs_error": float(by_feature[sl].mean()),
-                         "share": float(by_feature[sl].sum() / max(by_feature.sum(), 1e-12))}
-                  for name, sl in COMPONENTS}  # fmt: skip
+        # against the clip's first ORIGINAL frame (the portrait), over the frames identity_error_over_frames uses
+        part = st.identity_components_over_frames(recon, c["video"][:1])
+        parts.append(part)
+        per_clip.append({"key": c["key"], "identity_error": st.identity_error_over_frames(recon, c["video"][:1]),
+                         "identity_face_error": st.face_identity_error_over_frames(recon, c["video"][:1])})  # fmt: skip
+    sizes = {name: sl.stop - sl.start for name, sl in COMPONENTS}
+    means = {name: float(np.mean([p[name] for p in parts])) for name, _ in COMPONENTS}
+    weighted = {name: means[name] * sizes[name] for name in means}
+    total = sum(weighted.values()) / sum(sizes.values())
+    components = {name: {"mean_abs_error": means[name], "share": weighted[name] / max(sum(weighted.values()), 1e-12)}
+                  for name, _ in COMPONENTS}  # fmt: skip
     return {"vae": str(vae_dir), **scores, "identity_error": total, "components": components, "per_clip": per_clip}
 
 

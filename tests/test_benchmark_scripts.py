@@ -92,6 +92,9 @@ def test_demo_targets_smoke(tmp_path):
     assert reference["closed_in_long_silence"] is None or reference["closed_in_long_silence"] > 0.8
     assert names[-2] == "held-out videos through the demo VAE (architecture ceiling)"
     assert by[names[-2]]["head_motion"] is not None and by[names[-2]]["identity_error"] is not None
+    # the face part of the identity error, per row and per clip (not a target: the part a face branch can move)
+    assert all(row["identity_face_error"] is not None for row in report["rows"])
+    assert "Identity error of the face alone" in path.with_suffix(".md").read_text()
     # in this process (no second interpreter start): the reference row alone, under its own name
     script = load_script("demo_targets")
     assert script.main([*command[2:], "--reference-only", "--out", str(tmp_path / "ref")]) == 0

@@ -71,6 +71,29 @@ def test_identity_error_over_frames_skips_the_first_frame_and_averages_the_picks
         M.identity_error(short[-1:], a.frames[0]))
 
 
+def test_identity_components_add_up_and_the_face_part_ignores_hair_shirt_and_background() -> None:
+    a = make_clip(CFG, 0)
+    other = make_clip(CFG, 6)
+    video = np.concatenate([a.frames[:1], other.frames[1:]])
+    parts = M.identity_components_over_frames(video, a.frames[0], stride=4)
+    assert set(parts) == set(M.IDENTITY_COMPONENTS)
+    sizes = {k: sl.stop - sl.start for k, sl in M.IDENTITY_COMPONENTS.items()}
+    total = sum(parts[k] * n for k, n in sizes.items()) / sum(sizes.values())
+    assert total == pytest.approx(M.identity_error_over_frames(video, a.frames[0], stride=4), rel=1e-6)
+    face = sum(parts[k] * sizes[k] for k in M.FACE_COMPONENTS) / sum(sizes[k] for k in M.FACE_COMPONENTS)
+    assert M.face_identity_error_over_frames(video, a.frames[0], stride=4) == pytest.approx(face, rel=1e-6)
+    # the same person on another shirt, hair and background: the whole error grows, the face part does not move
+    frames = a.frames.copy()
+    h = frames.shape[1]
+    frames[:, -max(h // 25, 1):] = 255 - frames[:, -max(h // 25, 1):]  # the shirt rows
+    frames[:, : h // 10, : h // 10] = 255 - frames[:, : h // 10, : h // 10]  # a background corner
+    changed = M.identity_components_over_frames(frames, a.frames[0], stride=4)
+    same = M.identity_components_over_frames(a.frames, a.frames[0], stride=4)
+    assert changed["shirt"] > same["shirt"] + 0.1
+    assert M.face_identity_error_over_frames(frames, a.frames[0], stride=4) == pytest.approx(
+        M.face_identity_error_over_frames(a.frames, a.frames[0], stride=4), abs=1e-6)
+
+
 def test_correlation_edge_cases() -> None:
     assert M.lipsync_correlation([0, 0, 0], [0, 1, 0]) == 0.0
     assert M.lipsync_correlation([0, 1, 2], [0, 2, 4]) == pytest.approx(1.0)

@@ -37,12 +37,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "FACE_COMPONENTS",
+    "IDENTITY_COMPONENTS",
     "MOUTH_CLOSED_THRESHOLD",
     "SKIN_TOLERANCE",
     "SynthTalkScores",
     "as_frames",
+    "face_identity_error_over_frames",
     "face_regions",
     "head_motion",
+    "identity_components_over_frames",
     "identity_error",
     "identity_error_over_frames",
     "identity_features",
@@ -252,6 +256,38 @@ def identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> f
     frames = as_frames(video)
     picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
     return float(np.mean([identity_error(f[None], reference) for f in picks]))
+
+
+#: The parts of :func:`identity_features`: name -> its slice of the 14 values.
+IDENTITY_COMPONENTS: dict[str, slice] = {
+    "skin": slice(0, 3), "hair": slice(3, 6), "background": slice(6, 9), "shirt": slice(9, 12),
+    "face width": slice(12, 13), "face height": slice(13, 14),
+}  # fmt: skip
+#: The components that belong to the face itself (what a face-identity embedding sees): skin colour and face size.
+FACE_COMPONENTS = ("skin", "face width", "face height")
+
+
+def _feature_errors_over_frames(video: Any, reference: Any, stride: int) -> np.ndarray:
+    """Absolute feature differences ``(14,)``, averaged over the frames :func:`identity_error_over_frames` uses."""
+    frames = as_frames(video)
+    picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
+    ref = _reference_features(reference, frames.shape[1])
+    return np.mean([np.abs(identity_features(f[None]) - ref) for f in picks], axis=0)
+
+
+def identity_components_over_frames(video: Any, reference: Any, stride: int = 8) -> dict[str, float]:
+    """:func:`identity_error_over_frames` split by :data:`IDENTITY_COMPONENTS`: each part's mean absolute feature
+    difference (the total is their mean weighted by their sizes: 3, 3, 3, 3, 1, 1)."""
+    diffs = _feature_errors_over_frames(video, reference, stride)
+    return {name: float(diffs[sl].mean()) for name, sl in IDENTITY_COMPONENTS.items()}
+
+
+def face_identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> float:
+    """The identity error of the FACE alone (:data:`FACE_COMPONENTS`: skin colour, face width and height), over the
+    frames :func:`identity_error_over_frames` uses: hair, shirt and background lie mostly outside the aligned face
+    crop an identity embedding is computed from, so only this part can show what a face-identity branch does."""
+    diffs = _feature_errors_over_frames(video, reference, stride)
+    return float(np.concatenate([diffs[IDENTITY_COMPONENTS[name]] for name in FACE_COMPONENTS]).mean())
 
 
 def head_motion(video: Any) -> float:
