@@ -222,21 +222,16 @@ def main() -> int:
     p.add_argument("--continued-command", default="examples/train_demo.sh, step 3c",
                    help="how the --continued run was made (recorded in the card)")
     args = p.parse_args()
-    if args.decoder is not None:
-        if args.targets is None:
-            p.error("--decoder needs --targets (the demo_targets.py JSON measured with the new decoder)")
-        card = package_decoder(args.decoder, args.decoder_shards, json.loads((ASSETS / "card.json").read_text()),
-                               args.decoder_command)  # fmt: skip
+    packagers = {"decoder": (package_decoder, args.decoder_shards, args.decoder_command, "the decoder fine-tune"),
+                 "continued": (package_continued, args.continued_shards, args.continued_command, "the continued run")}
+    for flag, (package, shards, command, what) in packagers.items():
+        if getattr(args, flag) is None:
+            continue
+        if shards is None or args.targets is None:
+            p.error(f"--{flag} needs --{flag}-shards and --targets (the demo_targets.py JSON measured on the result)")
+        card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command)
         write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
-        print(f"packaged the decoder fine-tune {args.decoder} into {ASSETS / 'vae'}")
-        return 0
-    if args.continued is not None:
-        if args.continued_shards is None or args.targets is None:
-            p.error("--continued needs --continued-shards and --targets (the continued model's demo_targets.py JSON)")
-        card = package_continued(args.continued, args.continued_shards, json.loads((ASSETS / "card.json").read_text()),
-                                 args.continued_command)  # fmt: skip
-        write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
-        print(f"packaged the continued run {args.continued} into {ASSETS}")
+        print(f"packaged {what} {getattr(args, flag)} into {ASSETS}")
         return 0
     if args.update_card:
         if args.targets is None:
