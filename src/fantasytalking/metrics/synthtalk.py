@@ -43,6 +43,7 @@ __all__ = [
     "SKIN_TOLERANCE",
     "SynthTalkScores",
     "as_frames",
+    "combine_identity_components",
     "face_identity_error_over_frames",
     "face_regions",
     "head_motion",
@@ -282,12 +283,19 @@ def identity_components_over_frames(video: Any, reference: Any, stride: int = 8)
     return {name: float(diffs[sl].mean()) for name, sl in IDENTITY_COMPONENTS.items()}
 
 
+def combine_identity_components(parts: dict[str, float], names: Sequence[str] | None = None) -> float:
+    """The identity error over the components ``names`` (default: all, giving :func:`identity_error_over_frames`)
+    from their :func:`identity_components_over_frames` values, each weighted by its number of features."""
+    names = list(IDENTITY_COMPONENTS) if names is None else list(names)
+    sizes = [IDENTITY_COMPONENTS[n].stop - IDENTITY_COMPONENTS[n].start for n in names]
+    return float(sum(parts[n] * k for n, k in zip(names, sizes)) / sum(sizes))
+
+
 def face_identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> float:
     """The identity error of the FACE alone (:data:`FACE_COMPONENTS`: skin colour, face width and height), over the
     frames :func:`identity_error_over_frames` uses: hair, shirt and background lie mostly outside the aligned face
     crop an identity embedding is computed from, so only this part can show what a face-identity branch does."""
-    diffs = _feature_errors_over_frames(video, reference, stride)
-    return float(np.concatenate([diffs[IDENTITY_COMPONENTS[name]] for name in FACE_COMPONENTS]).mean())
+    return combine_identity_components(identity_components_over_frames(video, reference, stride), FACE_COMPONENTS)
 
 
 def head_motion(video: Any) -> float:

@@ -46,7 +46,7 @@ import torch
 from fantasytalking.errors import InputError
 
 __all__ = ["ReconstructionMonitor", "WanVAETrainer", "decode_unclamped", "latent_statistics", "per_frame_vae",
-           "reconstruction_scores"]
+           "reconstruction_scores", "score_reconstructions"]
 
 
 def _default_vae_config() -> dict[str, Any]:
@@ -156,15 +156,22 @@ def reconstruction_scores(vae: Any, videos: Iterable[torch.Tensor]) -> dict[str,
       measures as closed);
     * ``mouth_ratio``: mean measured opening of the reconstructions over that of the clips.
     """
+    device = next(vae.parameters()).device
+    pairs = ((x, round_trip(vae, x)) for x in (video.to(device, torch.float32) for video in videos))
+    return score_reconstructions(pairs)
+
+
+@torch.no_grad()
+def score_reconstructions(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """:func:`reconstruction_scores` of given ``(clips, reconstructions)`` pairs, each ``(B, 3, N, H, W)`` in
+    ``[-1, 1]`` (for a caller that needs the reconstructions too, so the VAE runs once)."""
     from fantasytalking.metrics.synthtalk import as_frames, mouth_opening
 
-    device = next(vae.parameters()).device
     sq = count = 0.0
     measured: list[np.ndarray] = []
     reference: list[np.ndarray] = []
-    for video in videos:
-        x = video.to(device, torch.float32)
-        recon = round_trip(vae, x)  # (B, 3, N, H, W)
+    for x, recon in pairs:
+        recon = recon.to(x.device, torch.float32)
         sq += float((recon - x).square().sum())
         count += x.numel()
         for original, rebuilt in zip(x.cpu(), recon.cpu()):
@@ -284,18 +291,15 @@ class WanVAETrainer(pl.LightningModule):
             raise InputError(f"mouth_crop_prob must be in [0, 1], got {mouth_crop_prob}.")
         self.crop_size, self.mouth_crop_prob = crop_size, mouth_crop_prob
         self.decoder_only = bool(decoder_only)
-        if self.decoder_only:
+        if self.decoder_only:  # no gradient reaches them, so encoding builds no graph either
             self.vae.encoder.requires_grad_(False)
             self.vae.quant_conv.requires_grad_(False)
 
-    def frozen_modules(self) -> list[torch.nn.Module]:
-        """The modules this trainer never updates: the encoder and ``quant_conv`` with ``decoder_only``, else none."""
-        return [self.vae.encoder, self.vae.quant_conv] if getattr(self, "decoder_only", False) else []
-
     def train(self, mode: bool = True) -> WanVAETrainer:
         super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()  # a frozen encoder encodes as at export time, whatever Lightning sets
+        if self.decoder_only:  # a frozen encoder encodes as at export time, whatever Lightning sets
+            self.vae.encoder.eval()
+            self.vae.quant_conv.eval()
         return self
 
     @property
@@ -375,8 +379,7 @@ class WanVAETrainer(pl.LightningModule):
             raise InputError("mouth_weight > 0 needs the batch's lip_mask (B, 1, N, H, W) of the video's frames; "
                              "load the 'lip_mask' field from the shards.")  # fmt: skip
         x = video.to(self.device, torch.float32)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
-            posterior = self.vae.encode(x).latent_dist  # mean / logvar (B, z, F, h, w)
+        posterior = self.vae.encode(x).latent_dist  # mean / logvar (B, z, F, h, w)
         if self.sample_posterior:
             noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device)
             z = posterior.mean + posterior.std * noise
@@ -456,16 +459,24 @@ class WanVAETrainer(pl.LightningModule):
         statistics were measured on, and the transformer was trained with exactly those, so they are kept
         (``batches`` is ignored). Returns ``path``.
         """
-        out = Path(path)
+        export = copy.deepcopy(self.vae).float().cpu().eval()
         if self.decoder_only:
             cfg = self.vae.config
             if cfg.latents_mean is None or len(cfg.latents_mean) != cfg.z_dim or len(cfg.latents_std) != cfg.z_dim:
                 raise InputError("decoder_only keeps the VAE's latents_mean / latents_std, but its config has none of "
                                  f"size z_dim={cfg.z_dim}; start it from an exported VAE (--init-from).")  # fmt: skip
-            export = copy.deepcopy(self.vae).float().cpu().eval()
-            out.mkdir(parents=True, exist_ok=True)
-            export.save_pretrained(str(out))
-            return out
+        else:
+            export.register_to_config(**self._measured_statistics(batches, num_batches))
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        export.save_pretrained(str(out))
+        return out
+
+    def _measured_statistics(
+        self, batches: Iterable[Mapping[str, Any] | torch.Tensor] | None, num_batches: int
+    ) -> dict[str, list[float]]:
+        """``latents_mean`` / ``latents_std`` of the trained encoder over ``batches`` (default: the trainer's
+        training dataloader)."""
         if batches is None:
             trainer = self._trainer
             if trainer is None:
@@ -475,11 +486,7 @@ class WanVAETrainer(pl.LightningModule):
             if batches is None:
                 raise InputError("the trainer has no training dataloader; pass batches to export_vae.")
         mean, std = self.latent_statistics(batches, num_batches)
-        export = copy.deepcopy(self.vae).float().cpu().eval()
-        export.register_to_config(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
-        out.mkdir(parents=True, exist_ok=True)
-        export.save_pretrained(str(out))
-        return out
+        return {"latents_mean": [float(v) for v in mean], "latents_std": [float(v) for v in std]}
 
 
 # ---------------------------------------------------------------------------------------------- command line
