@@ -13,6 +13,9 @@ mkdir -p "$RUN"
 
 # 1. Data: 1,600 training clips (400 identities, 3 languages, several voices), 96 px, 23 fps, 17 frames; and the
 #    held-out split (identities, sentences and voices training never sees), 32 clips of 81 frames (3.5 s).
+#    Since 2026-12-04 face_embedding.npy is of frame 0 as the clip shows it (as preprocessing and inference embed);
+#    the shipped model was trained on shards written before, whose embeddings came from a sharper render
+#    (docs/design.md). The videos, audio and truth of the same seed are unchanged.
 [ -d shards/synthtalk ] || fantasytalking synth --out shards/synthtalk --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 --quiet
 [ -d shards/synthtalk-heldout ] || fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 --seed 1 --split heldout --quiet
 

@@ -137,3 +137,29 @@ def test_same_seed_writes_the_same_samples(tmp_path: Path) -> None:
             assert np.array_equal(fmt.decode_mp4(a[name]), fmt.decode_mp4(b[name]))
         else:
             assert a[name] == b[name], name
+
+
+def test_dlib_embedding_is_of_the_frame_inference_embeds(tmp_path: Path) -> None:
+    """The shard's face_embedding is the dlib descriptor of frame 0 at the clip's size (what preprocessing writes
+    and the pipeline computes from the reference image), not of the larger render face.png is cut from."""
+    import io
+    import tarfile
+
+    from fantasytalking.data import format as fmt
+    from fantasytalking.face.embed import DlibFaceEncoder
+    from fantasytalking.io.video import read_video
+
+    out = tmp_path / "dlib"
+    write_synthtalk(SynthConfig(out_dir=out, clips=1, size=96, num_frames=17, seed=5, face_encoder="dlib"))
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        data = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    stored = np.load(io.BytesIO(data[fmt.FACE_EMBEDDING]))
+    landmarks = np.load(io.BytesIO(data[fmt.LANDMARKS]))  # (N, 68, 2)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(data[fmt.VIDEO])
+    first = read_video(video)[0][0]  # (S, S, 3) as the shard shows it
+    encoder = DlibFaceEncoder()
+    of_frame = np.asarray(encoder.encode(first, landmarks[0]))  # what the pipeline computes from the portrait
+    # H.264 moves the descriptor a little; the large render moved it by ~0.25, half of what separates two people
+    print("DIST", np.linalg.norm(stored - of_frame))
+    assert np.linalg.norm(stored - of_frame) < 0.15

@@ -25,6 +25,33 @@ def test_face_tokens_shape_and_dim_check():
     assert not any(k.startswith("encoder") for k in face.state_dict())  # the face encoder is not a weight
 
 
+def test_face_feature_tokens_give_the_qformer_several_keys_per_vector():
+    face = FaceConditioner(face_dim=16, dim=8, num_queries=3, num_layers=1, num_heads=2, feature_tokens=4)
+    assert face.token_dim == 8 and face.input_proj.out_features == 32
+    seen = {}
+    face.layers[0].register_forward_hook(lambda mod, args, out: seen.update(features=args[1].shape))
+    assert face(torch.randn(2, 16)).tokens.shape == (2, 3, 8)
+    assert seen["features"] == (2, 4, 8)  # one vector -> 4 keys of width C
+    assert face.config()["feature_tokens"] == 4
+    assert "feature_tokens" not in FaceConditioner(face_dim=16, dim=8, num_heads=2).config()  # older configs: 1
+    rebuilt = FaceConditioner(**face.config())
+    rebuilt.load_state_dict(face.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="feature_tokens"):
+        FaceConditioner(face_dim=16, dim=8, num_heads=2, feature_tokens=0)
+
+
+def test_face_standardize_input_reads_standardised_features():
+    face = FaceConditioner(face_dim=6, dim=8, num_queries=2, num_layers=1, num_heads=2, feature_tokens=2)
+    before = torch.nn.Linear(6, 16)
+    before.load_state_dict(face.input_proj.state_dict())
+    mean, std = torch.rand(6), torch.rand(6) + 0.5
+    face.standardize_input(mean, std)
+    x = torch.randn(3, 6)
+    assert torch.allclose(face.input_proj(x), before((x - mean) / std), atol=1e-5)
+    with pytest.raises(InputError, match="do not fit 6-d"):
+        face.standardize_input(torch.zeros(5), torch.ones(5))
+
+
 def test_face_embed_uses_the_given_encoder():
     class Encoder:
         def encode(self, image, landmarks):

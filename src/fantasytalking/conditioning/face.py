@@ -60,6 +60,9 @@ class FaceConditioner(Conditioner):
         dim: width ``C`` of the identity tokens (and of the Q-Former).
         num_queries: number ``Q`` of identity tokens.
         num_layers, num_heads, ff_mult: Q-Former size.
+        feature_tokens: keys ``T`` the Q-Former reads per face feature vector (``input_proj`` gives ``T * C``).
+            With 1 (the default) a single dlib/ArcFace vector is one key beside the ``Q`` queries the queries also
+            attend to, and on the demo the tokens came out nearly the same for every face (docs/design.md).
         encoder_spec: the face encoder the features come from (``"dlib"`` or ``"arcface:PATH"``).
         encoder: a ready face encoder (``encode(image, landmarks) -> (E,)``, see :mod:`fantasytalking.face`);
             default: built from ``encoder_spec`` when :meth:`embed` is first called. Not part of the weights.
@@ -80,6 +83,7 @@ class FaceConditioner(Conditioner):
         num_heads: int = 16,
         ff_mult: int = 4,
         *,
+        feature_tokens: int = 1,
         encoder_spec: str = "dlib",
         encoder: Any | None = None,
         dropout_p: float = 0.1,
@@ -93,18 +97,24 @@ class FaceConditioner(Conditioner):
         self.face_dim = face_dim
         self.num_queries = num_queries
         self.encoder_spec = encoder_spec
-        self.input_proj = nn.Linear(face_dim, dim)  # (B, S_f, E) -> (B, S_f, C)
+        if feature_tokens < 1:
+            raise ValueError(f"feature_tokens must be at least 1, got {feature_tokens}")
+        self.dim = dim
+        self.feature_tokens = feature_tokens
+        self.input_proj = nn.Linear(face_dim, feature_tokens * dim)  # (B, S_f, E) -> (B, S_f, T * C)
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * dim**-0.5)  # (Q, C)
         self.layers = nn.ModuleList([QFormerLayer(dim, num_heads, ff_mult) for _ in range(num_layers)])
         self.out_norm = nn.LayerNorm(dim)
         self._config = {"face_dim": face_dim, "dim": dim, "num_queries": num_queries, "num_layers": num_layers,
                         "num_heads": num_heads, "ff_mult": ff_mult, "encoder_spec": encoder_spec,
                         "dropout_p": dropout_p, "scale": scale, "guided": guided}  # fmt: skip
+        if feature_tokens != 1:  # absent from the configs of weights trained before the option existed
+            self._config["feature_tokens"] = feature_tokens
         object.__setattr__(self, "_encoder", encoder)  # a tool, not a submodule: never in the state dict
 
     @property
     def token_dim(self) -> int:
-        return self.input_proj.out_features
+        return self.dim
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (without the encoder object): enough to rebuild it for its weights."""
@@ -118,6 +128,22 @@ class FaceConditioner(Conditioner):
 
             object.__setattr__(self, "_encoder", make_face_encoder(self.encoder_spec))
         return self._encoder
+
+    @torch.no_grad()
+    def standardize_input(self, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-6) -> None:
+        """Fold feature statistics ``(E,)`` into ``input_proj``, so that it reads ``(x - mean) / std`` through its
+        present weights: for a FRESH conditioner, before training, on the training features' statistics. Face
+        descriptors share a large common part (dlib's on SynthTalk: norm 1.3, 0.3 between faces), which raw they
+        pass on to every token alike. The weights keep their shapes and names; nothing new is stored."""
+        weight = self.input_proj.weight
+        mean = mean.to(device=weight.device, dtype=torch.float32).reshape(-1)
+        std = std.to(device=weight.device, dtype=torch.float32).reshape(-1)
+        if mean.numel() != self.face_dim or std.numel() != self.face_dim:
+            raise InputError(f"feature statistics of {mean.numel()} / {std.numel()} values do not fit {self.face_dim}-d "
+                             "face features; compute them from the features this conditioner is trained on.")  # fmt: skip
+        scaled = weight.float() / std.clamp_min(eps)[None]  # (T * C, E)
+        self.input_proj.bias.sub_((scaled @ mean).to(weight.dtype))
+        weight.copy_(scaled.to(weight.dtype))
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
         """Face features of one image: ``uint8 (H, W, 3)`` RGB and its ``(68, 2)`` landmarks -> ``(1, E)``."""
@@ -146,7 +172,8 @@ class FaceConditioner(Conditioner):
                 f"features; use the face encoder it was trained with ({self.encoder_spec})."
             )
         weight = self.input_proj.weight
-        features = self.input_proj(features.to(device=weight.device, dtype=weight.dtype))  # (B, S_f, C)
+        features = self.input_proj(features.to(device=weight.device, dtype=weight.dtype))  # (B, S_f, T * C)
+        features = features.reshape(features.shape[0], -1, self.dim)  # (B, S_f * T, C): T keys per face feature
         queries = self.queries[None].expand(features.shape[0], -1, -1)  # (B, Q, C)
         for layer in self.layers:
             queries = layer(queries, features)  # (B, Q, C)

@@ -30,6 +30,7 @@ _LAZY = {
     "collate_clips": "fantasytalking.data.datamodule",
     "decode_clip": "fantasytalking.data.datamodule",
     "list_shards": "fantasytalking.data.datamodule",
+    "read_members": "fantasytalking.data.datamodule",
     "split_shards": "fantasytalking.data.datamodule",
     "ALL_FIELDS": "fantasytalking.data.datamodule",
     "DEFAULT_FIELDS": "fantasytalking.data.datamodule",

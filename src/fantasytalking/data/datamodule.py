@@ -70,6 +70,7 @@ __all__ = [
     "collate_clips",
     "decode_clip",
     "list_shards",
+    "read_members",
     "split_shards",
 ]
 
@@ -121,6 +122,24 @@ def list_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         else:
             raise InputError(f"shard path not found: {p}; pass a shard folder, a glob or .tar files")
     return sorted(dict.fromkeys(out))
+
+
+def read_members(
+    shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], suffixes: Sequence[str]
+) -> dict[str, dict[str, bytes]]:
+    """The raw bytes of some members of every sample, straight from the tar files (no decoding, no shuffling):
+    ``key -> {suffix: bytes}`` for the suffixes asked for (e.g. ``format.FACE_EMBEDDING``) that the sample has."""
+    import tarfile
+
+    wanted = set(suffixes)
+    out: dict[str, dict[str, bytes]] = {}
+    for path in list_shards(shards):
+        with tarfile.open(path, "r") as tar:
+            for member in tar:
+                key, _, suffix = member.name.partition(".")
+                if suffix in wanted and (fh := tar.extractfile(member)) is not None:
+                    out.setdefault(key, {})[suffix] = fh.read()
+    return out
 
 
 def split_shards(

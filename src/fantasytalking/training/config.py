@@ -63,6 +63,7 @@ class FaceConfig:
     num_layers: int = 4
     num_heads: int = 16
     ff_mult: int = 4
+    feature_tokens: int = 1  # ours: Q-Former keys per face feature vector (FaceConditioner)
     dropout_p: float = 0.1  # ours: like image/audio/prompt, so identity guidance is possible
     scale: float = 0.5  # paper: l2 = 0.5
     guided: bool = False  # ours: guidance keeps the identity (it comes from the image, which stays in every pass)

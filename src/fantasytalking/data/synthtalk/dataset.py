@@ -291,7 +291,9 @@ class _Encoders:
             self.face_encoder = DlibFaceEncoder()
 
     def reference(self, clip: SynthClip, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned face ``uint8 (S, S, 3)`` and embedding ``float32 (E,)`` from frame 0 rendered at a larger size."""
+        """Aligned face ``uint8 (S, S, 3)`` from frame 0 rendered at a larger size, and embedding ``float32 (E,)``
+        of frame 0 as the clip shows it (``cfg.size``), the frame preprocessing and inference embed: a dlib
+        descriptor of the large render differs from it by about half the distance between two identities."""
         from fantasytalking.face.align import align_face
 
         cfg = self.cfg
@@ -304,7 +306,7 @@ class _Encoders:
         big, lm = render_frame(clip.identity, pose, side, supersample=2)
         face = align_face(big, lm, cfg.face_size)
         if self.face_encoder is not None:
-            emb = np.asarray(self.face_encoder.encode(big, lm), dtype=np.float32)
+            emb = np.asarray(self.face_encoder.encode(clip.frames[0], clip.landmarks[0]), dtype=np.float32)  # (E,)
         else:
             emb = _identity_vector(clip.identity)
         return face, emb
