@@ -362,3 +362,114 @@ def test_demo_sweep_scores_each_value_of_a_setting(tmp_path, capsys):
     assert [(r["value"], r["motion"]) for r in report["rows"]] == [(3.0, 0.1), (3.0, 1.0)]
     assert report["motion_levels"] == [0.1, 1.0] and all(len(r["per_clip"]) == 1 for r in report["rows"])
     assert "| 3.0 | 0.1 |" in path.with_suffix(".md").read_text()
+
+
+def test_face_branch_separates_the_face_tokens_from_the_reference_frame(tmp_path):
+    """benchmarks/face_branch.py: a zero face branch (a fresh one) changes nothing, with or without the reference
+    frame; withholding the frame changes the video; a face branch with weights changes it where the frame is
+    withheld."""
+    from safetensors.torch import load_file, save_file
+
+    demo, heldout = random_demo_and_heldout(tmp_path)
+    model = demo / "model.safetensors"
+    weights = load_file(str(model))
+    keys = [k for k in weights if ".branches.face." in k]
+    assert keys and all(not weights[k].any() for k in keys)  # fresh: zero-initialised
+    g = torch.Generator().manual_seed(0)
+    for k in keys:
+        weights[k] = torch.randn(weights[k].shape, generator=g).to(weights[k].dtype)
+    live = tmp_path / "live.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(model), "pt") as f:
+        save_file(weights, str(live), metadata=f.metadata())
+    module = load_script("face_branch")
+    out = tmp_path / "results"
+    out.mkdir()
+    assert module.main(["--model", str(model), str(live), "--vae", str(demo / "vae"), "--heldout", str(heldout),
+                        "--frames", "9", "--clips", "1", "--steps", "2", "--out", str(out)]) == 0  # fmt: skip
+    (record,) = out.glob("face-branch-*.json")
+    fresh, trained = json.loads(record.read_text())["models"]
+    assert fresh["effect"]["frame given"]["identity_gap"] == 0 == fresh["effect"]["frame withheld"]["identity_gap"]
+    cells = fresh["cells"]
+    assert cells["frame given, face on"] != cells["frame withheld, face on"]
+    assert trained["effect"]["frame withheld"]["identity_gap"] != 0
+    assert fresh["token_spread"]["values"] == 0  # a zero branch reads nothing from any face
+    assert "| withheld | off |" in (record.with_suffix(".md")).read_text()
+
+
+def write_face_shard(shards: Path, embedding_of, clips: int = 80, seed: int = 0) -> None:
+    """One shard of ``clips`` samples holding only ``face_embedding.npy`` (``embedding_of(identity, rng)``) and a
+    SynthTalk ``truth.json`` with random identity colours and sizes."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    shards.mkdir(parents=True)
+    with tarfile.open(shards / "shard-000000.tar", "w") as tar:
+        for i in range(clips):
+            colour = lambda: rng.integers(0, 256, 3).tolist()  # noqa: E731
+            identity = {"skin": colour(), "hair": colour(), "background": colour(), "shirt": colour(),
+                        "face_w": float(rng.uniform(0.2, 0.3)), "aspect": float(rng.uniform(1.1, 1.4))}  # fmt: skip
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(embedding_of(identity, rng), np.float32))
+            members = {"face_embedding.npy": buf.getvalue(),
+                       "truth.json": json.dumps({"identity": identity, "identity_id": f"id-{i}"}).encode()}  # fmt: skip
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"clip_{i:04d}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_face_branch_readout_finds_what_the_embedding_carries(tmp_path):
+    """embedding_readout: an embedding made of the skin colour reads it out on unseen identities, not the shirt."""
+    module = load_script("face_branch")
+    shards = tmp_path / "shards"
+    write_face_shard(shards, lambda ident, rng: np.r_[np.asarray(ident["skin"]) / 255.0, rng.normal(0, 0.01, 5)])
+    out = module.embedding_readout(shards)
+    assert out["clips"] == 80 and out["held_out_identities"] == 20
+    assert out["parameters"]["skin"]["r2"] > 0.95
+    assert out["parameters"]["shirt"]["r2"] < 0.2 and out["parameters"]["face width"]["r2"] < 0.2
+    from fantasytalking.errors import InputError
+
+    with pytest.raises(InputError, match="no shard"):
+        module.embedding_readout(tmp_path)
+
+
+def test_face_path_init_writes_a_fresh_standardised_face_conditioner(tmp_path):
+    """examples/face_path_init.py: every tensor but the face path kept, the face branches zero, the conditioner
+    rebuilt with the asked keys per vector and reading standardised features; an existing output is refused."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from fantasytalking.conditioning.face import FaceConditioner
+    from fantasytalking.testing import make_random_demo
+
+    model = make_random_demo(tmp_path / "demo") / "model.safetensors"
+    shards = tmp_path / "shards"
+    write_face_shard(shards, lambda ident, rng: 1.0 + 0.1 * rng.normal(size=128), clips=16)
+    out = tmp_path / "init.safetensors"
+    module = load_example("face_path_init")
+    argv = ["--model", str(model), "--shards", str(shards), "--feature-tokens", "4", "--out", str(out)]
+    assert module.main(argv) == 0
+    before, after = load_file(str(model)), load_file(str(out))
+    assert set(before) - {k for k in before if k.startswith("face.")} <= set(after)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("face.") and ".branches.face." not in k)
+    assert all(not after[k].any() for k in after if ".branches.face." in k)
+    with safe_open(str(out), "pt") as f:
+        config = json.loads(f.metadata()["config"])["conditioners"]["face"]
+    assert config["feature_tokens"] == 4
+    face = FaceConditioner(**config)
+    face.load_state_dict({k[len("face."):]: v for k, v in after.items() if k.startswith("face.")}, strict=True)
+    import io
+
+    from fantasytalking.data import read_members
+
+    feats = torch.from_numpy(np.stack([np.load(io.BytesIO(m["face_embedding.npy"]))
+                                       for m in read_members(shards, ["face_embedding.npy"]).values()]))  # fmt: skip
+    torch.manual_seed(0)  # the script's --seed: the same fresh weights, before the statistics are folded in
+    fresh = FaceConditioner(**config)
+    x = torch.randn(3, 128)
+    expected = fresh.input_proj((x - feats.mean(0)) / feats.std(0, unbiased=False))
+    assert torch.allclose(face.input_proj(x), expected, atol=1e-4)
+    assert module.main(argv) == 2  # refused: it exists
