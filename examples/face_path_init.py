@@ -47,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out.exists():
             raise InputError(f"{args.out} exists; choose another --out or remove it.")
-        with safe_open(str(args.model), "pt") as f:
-            metadata = dict(f.metadata() or {})
-            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        try:
+            with safe_open(str(args.model), "pt") as f:
+                metadata = dict(f.metadata() or {})
+                weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        except Exception as err:  # missing, truncated or not safetensors: say which file, not a traceback
+            raise InputError(f"{args.model} is not a readable safetensors export ({err}); pass a demo model export "
+                             "such as src/fantasytalking/assets/demo/model.safetensors.") from err  # fmt: skip
         config = json.loads(metadata.get("config", "{}"))
         face_config = dict(config.get("conditioners", {}).get("face") or {})
         if not face_config:

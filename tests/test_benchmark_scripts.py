@@ -473,3 +473,7 @@ def test_face_path_init_writes_a_fresh_standardised_face_conditioner(tmp_path):
     expected = fresh.input_proj((x - feats.mean(0)) / feats.std(0, unbiased=False))
     assert torch.allclose(face.input_proj(x), expected, atol=1e-4)
     assert module.main(argv) == 2  # refused: it exists
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    argv_broken = ["--model", str(broken), "--shards", str(shards), "--out", str(tmp_path / "other.safetensors")]
+    assert module.main(argv_broken) == 2 and not (tmp_path / "other.safetensors").exists()
