@@ -78,10 +78,12 @@ VAE_ROW = "held-out videos through the demo VAE (architecture ceiling)"
 ANOTHER_ROW = "full model, another sentence"
 FACE_OFF_ROW = "full model, face conditioner off"
 STAGE1_ROW = "stage one only, own speech"
+#: The paper's ablation: the same recipe trained without the face conditioner (--ablation).
+ABLATION_ROW = "trained without the face conditioner, own speech"
 MOTION_LEVELS = (0.1, 0.5, 1.0)
 MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
 #: ``--only`` keys, in the order the rows run.
-ROW_KEYS = ("own", "silence", "another", "face-off", "motion", "stage1", "vae", "reference")
+ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "motion", "stage1", "vae", "reference")
 
 
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndarray | None = None) -> dict[str, Any]:
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=DEMO_DIR / "model.safetensors", help="full model export")
     p.add_argument("--stage1", type=Path, default=DEMO_DIR / "stage1.safetensors",
                    help="stage-one export (row skipped when missing)")  # fmt: skip
+    p.add_argument("--ablation", type=Path, default=None,
+                   help="an export trained by the same recipe WITHOUT the face conditioner (the paper's ablation): "
+                        "its own-speech row and the identity check against it")  # fmt: skip
     p.add_argument("--vae", type=Path, default=DEMO_DIR / "vae")
     p.add_argument("--seed", type=int, default=None, help="seed of the frozen random encoders (default: the card's)")
     p.add_argument("--heldout", type=Path, default=Path("shards/synthtalk-heldout"),
@@ -233,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
          lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
         ("another", [ANOTHER_ROW], lambda: another_row(full)),
         ("face-off", [FACE_OFF_ROW], lambda: face_off_row()),
+        ("ablation", [ABLATION_ROW], lambda: ablation_row()),
         ("motion", list(MOTION_ROWS), lambda: motion_rows()),
         ("stage1", [STAGE1_ROW], lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
         ("vae", [VAE_ROW], lambda: vae_row(full)),
@@ -244,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
             row(f"motion {level}", full, lambda c: own[c["key"]], clips[: args.motion_clips],
                 {"motion_gain": args.motion_gain}, face_motion=level, body_motion=level,
                 motion_gain=args.motion_gain)  # fmt: skip
+
+    def ablation_row() -> None:
+        pipe = pipeline(args.ablation)
+        if "face" in pipe.conditioning:
+            raise SystemExit(f"error: --ablation {args.ablation} has a face conditioner; give the export trained "
+                             "without one")  # fmt: skip
+        row(ABLATION_ROW, pipe, lambda c: own[c["key"]], clips, {"model": str(args.ablation)})
 
     def face_off_row() -> None:
         if full is None or "face" not in full.conditioning:
@@ -257,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             face.scale = scale
 
     for key, names, measure in plan:
-        if key == "stage1" and not args.stage1.exists():
+        if (key == "stage1" and not args.stage1.exists()) or (key == "ablation" and args.ablation is None):
             continue
         if key in selected:
             measure()
@@ -310,6 +323,9 @@ def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
         (f["closed_in_long_silence"] or 0) >= TARGETS["closed_min"])  # fmt: skip
     if FACE_OFF_ROW in by:
         checks["identity error: with face < without"] = (f["identity_error"] or 1) < (by[FACE_OFF_ROW]["identity_error"] or 0)
+    if ABLATION_ROW in by:
+        checks["identity error: full < trained without face"] = (
+            (f["identity_error"] or 1) < (by[ABLATION_ROW]["identity_error"] or 0))  # fmt: skip
     if STAGE1_ROW in by:
         checks["stage one < stage one + two"] = (by[STAGE1_ROW]["lipsync"] or 0) < (f["lipsync"] or 0)
     return checks
@@ -395,6 +411,8 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         **args.header,
         "model": str(args.model), "model_sha256": file_sha256(args.model) if args.model.exists() else None,
         "stage1": str(args.stage1) if args.stage1.exists() else None,
+        "ablation": str(args.ablation) if args.ablation else None,
+        "ablation_sha256": file_sha256(args.ablation) if args.ablation and args.ablation.exists() else None,
         "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,

@@ -239,3 +239,55 @@ def test_lightning_fit(shard_dir, tmp_path, resampled):
     trainer.fit(model, datamodule=dm)
     assert len(model.seen) == (2 * 3 * 2 if resampled else 2 * 8)  # 2 epochs of 3 batches, or of the 8 train clips
     assert "val_loss" in trainer.callback_metrics and dm.corrupt_samples == 0
+
+
+def test_face_embedding_stats_are_over_the_training_samples(shard_dir):
+    dm = TalkingClipDataModule(shard_dir, batch_size=2, val_fraction=0.34)
+    dm.setup("fit")
+    keys = {k for shard in dm.train_shards for k in _shard_keys(shard)}
+    values = np.array([int(k.split("_")[1]) for k in keys], np.float64)  # each clip's embedding is its index
+    mean, std = dm.face_embedding_stats()
+    assert mean.shape == std.shape == (128,) and len(keys) == 8
+    assert np.allclose(mean, values.mean()) and np.allclose(std, values.std())
+
+
+def test_face_standardize_folds_the_statistics_into_a_fresh_conditioner(shard_dir, tmp_path):
+    """face.standardize: the fresh conditioner's input_proj reads (x - mean) / std when fit starts, once; a start
+    from init_from keeps the weights it brings."""
+    from fantasytalking.training import StageOneClipAligner
+
+    face = {"face_dim": 128, "dim": 32, "num_queries": 4, "num_layers": 1, "num_heads": 2, "standardize": True}
+
+    def fit(module, steps=1):
+        dm = TalkingClipDataModule(shard_dir, batch_size=2, val_fraction=0.34)
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                            limit_val_batches=0)  # fmt: skip
+        trainer.fit(module, datamodule=dm)
+        return dm
+
+    torch.manual_seed(0)
+    module = StageOneClipAligner(backbone={"preset": "tiny"}, face=face, optim={"lr": 0.0, "weight_decay": 0.0})
+    proj = module.conditioning["face"].input_proj
+    fresh_w, fresh_b = proj.weight.detach().clone(), proj.bias.detach().clone()
+    dm = fit(module)
+    mean, std = (torch.from_numpy(a) for a in dm.face_embedding_stats())
+    x = torch.randn(3, 128) * 4 + 5
+    expected = ((x - mean) / std) @ fresh_w.T + fresh_b
+    assert torch.allclose(proj(x), expected, rtol=1e-4, atol=1e-3)
+    folded = proj.weight.detach().clone()
+    fit(module)  # a second fit does not fold the statistics again
+    assert torch.equal(proj.weight.detach(), folded)
+
+    export = tmp_path / "model.ckpt"
+    torch.save({"state_dict": module.state_dict()}, export)
+    restarted = StageOneClipAligner(backbone={"preset": "tiny"}, face=face, optim={"lr": 0.0, "weight_decay": 0.0})
+    restarted.conditioning["face"].load_state_dict(module.conditioning["face"].state_dict())
+    restarted.init_from = str(export)  # as if loaded from it: the weights already read standardised features
+    fit(restarted)
+    assert torch.equal(restarted.conditioning["face"].input_proj.weight.detach(), folded)
+
+
+def _shard_keys(shard: str) -> set[str]:
+    with tarfile.open(shard) as tar:
+        return {m.name.split(".", 1)[0] for m in tar}

@@ -120,23 +120,40 @@ def test_cli_writes_and_refuses_a_used_folder(tmp_path: Path, capsys: pytest.Cap
     assert synth_main(["--out", str(tmp_path / "x"), "--frames", "16"]) == 2
 
 
-def test_same_seed_writes_the_same_samples(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_same_seed_writes_the_same_samples(tmp_path: Path, workers: int) -> None:
+    """The same seed writes the same samples, in the same shards and order, whatever the number of workers."""
     import tarfile
 
     from fantasytalking.data import format as fmt
 
-    def members(out: Path) -> dict[str, bytes]:
-        write_synthtalk(SynthConfig(out_dir=out, clips=1, size=64, num_frames=17, seed=8, face_encoder="identity"))
-        with tarfile.open(out / "shard-000000.tar") as tar:
-            return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    def members(out: Path, workers: int) -> tuple[dict[str, bytes], list[str], str]:
+        write_synthtalk(SynthConfig(out_dir=out, clips=3, size=64, num_frames=17, seed=8, face_encoder="identity",
+                                    clips_per_shard=2, workers=workers))  # fmt: skip
+        found: dict[str, bytes] = {}
+        order: list[str] = []
+        for shard in sorted(out.glob("shard-*.tar")):
+            with tarfile.open(shard) as tar:
+                for m in tar:
+                    found[m.name] = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    order.append(f"{shard.name}/{m.name}")
+        manifest = (out / fmt.MANIFEST).read_text()
+        settings = {k: v for k, v in json.loads((out / "synthtalk.json").read_text()).items() if k != "out_dir"}
+        return found, order, manifest + json.dumps(settings)
 
-    a, b = members(tmp_path / "a"), members(tmp_path / "b")
-    assert a.keys() == b.keys()
+    (a, order_a, rest_a), (b, order_b, rest_b) = members(tmp_path / "a", 1), members(tmp_path / "b", workers)
+    assert order_a == order_b and rest_a == rest_b  # same shards, same order, same manifest and settings
+    assert len(order_a) == 3 * 10
     for name in a:
         if name.endswith(fmt.VIDEO):  # the mp4 container may differ; the decoded frames may not
             assert np.array_equal(fmt.decode_mp4(a[name]), fmt.decode_mp4(b[name]))
         else:
             assert a[name] == b[name], name
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    assert synth_main(["--out", str(tmp_path / "w"), "--clips", "1", "--workers", "0", "--quiet"]) == 2
+    assert not (tmp_path / "w").exists()
 
 
 def test_dlib_embedding_is_of_the_frame_inference_embeds(tmp_path: Path) -> None:

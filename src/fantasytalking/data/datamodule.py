@@ -527,6 +527,7 @@ class TalkingClipDataModule(L.LightningDataModule):
         self.val_shards: list[str] = []
         self.motion_stats: dict[str, Any] | None = None
         self.shard_info: dict[str, Any] = {}
+        self._face_stats: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def corrupt_samples(self) -> int:
@@ -602,6 +603,24 @@ class TalkingClipDataModule(L.LightningDataModule):
                 "shards or use resampled=True",
                 len(self.train_shards), world, max(1, self.num_workers),
             )  # fmt: skip
+
+    def face_embedding_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation ``float32 (E,)`` of ``face_embedding`` over every training sample (read
+        once from the tar files, then kept): what ``face.standardize`` folds into a fresh face conditioner."""
+        if self._face_stats is None:
+            if not self.train_shards:
+                self.setup("fit")
+            features = [fmt.from_npy(m[fmt.FACE_EMBEDDING]).reshape(-1)
+                        for m in read_members(self.train_shards, [fmt.FACE_EMBEDDING]).values() if fmt.FACE_EMBEDDING in m]  # fmt: skip
+            if len(features) < 2:
+                raise InputError(f"the training shards hold {len(features)} face embeddings; standardising the face "
+                                 "features needs at least 2 (set face.standardize false).")  # fmt: skip
+            if len({f.shape for f in features}) != 1:
+                raise InputError("the training shards' face embeddings differ in size; preprocess them all with one "
+                                 "face encoder.")  # fmt: skip
+            stack = np.stack(features).astype(np.float64)  # (N, E)
+            self._face_stats = (stack.mean(0).astype(np.float32), stack.std(0).astype(np.float32))
+        return self._face_stats
 
     # ---------------------------------------------------------------------------------------------- loaders
 

@@ -3,13 +3,14 @@
 * :class:`StageOneClipAligner` (clip-level audio attention) and :class:`StageTwoLipRefiner`
   (frame-level windows + the lip-tracing mask loss) over :class:`FantasyTalkingModule`;
 * configuration dataclasses (:class:`BackboneConfig`, :class:`FaceConfig`, ...), one per concern;
-* :class:`EMACallback`; :class:`WanFSDPStrategy` (FSDP over Wan blocks; DDP is Lightning's ``ddp``);
+* :class:`EMACallback`; :class:`TimeBudget` (steps chosen to fill a wall-clock budget); :class:`WanFSDPStrategy` (FSDP over Wan blocks; DDP is Lightning's ``ddp``);
 * :func:`export_checkpoint` / :func:`export_conditioning` and :func:`load_into_pipeline`;
 * :class:`SyntheticTalkingDataModule` for smoke runs without data.
 
 Commands: see ``examples/finetune.py``.
 """
 
+from fantasytalking.training.budget import TimeBudget
 from fantasytalking.training.builder import attach_face, attach_motion, build_pipeline, tiny_pipeline
 from fantasytalking.training.config import (
     AudioConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "StageTwoLipRefiner",
     "SyntheticTalkingDataModule",
     "SyntheticTalkingDataset",
+    "TimeBudget",
     "TrainableConfig",
     "TrainingInputs",
     "TrainingLoss",

@@ -97,6 +97,7 @@ def attach_face(
     ``dtype``: of the new weights (default: the backbone's).
     """
     kwargs = dict(config) if isinstance(config, dict) else vars(config).copy()
+    kwargs.pop("standardize", None)  # a training-time action (FantasyTalkingModule.setup), not a weight
     conditioner = FaceConditioner(**kwargs, encoder=encoder)
     _place(conditioner, transformer, dtype)
     transformer.add_token_branch("face", conditioner.token_dim)

@@ -64,6 +64,10 @@ class FaceConfig:
     num_heads: int = 16
     ff_mult: int = 4
     feature_tokens: int = 1  # ours: Q-Former keys per face feature vector (FaceConditioner)
+    # ours: a FRESH conditioner (no init_from) reads its features standardised by the training shards' mean and
+    # standard deviation, folded into input_proj once when fit starts (FaceConditioner.standardize_input); the
+    # weights keep their names and shapes, so exports and inference are unchanged
+    standardize: bool = False
     dropout_p: float = 0.1  # ours: like image/audio/prompt, so identity guidance is possible
     scale: float = 0.5  # paper: l2 = 0.5
     guided: bool = False  # ours: guidance keeps the identity (it comes from the image, which stays in every pass)

@@ -29,6 +29,7 @@ resolved configuration and what :func:`~fantasytalking.training.export_checkpoin
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pathlib
 import re
@@ -74,6 +75,8 @@ from fantasytalking.training.objective import (
 CHECKPOINT_FORMAT_VERSION = 1
 _ENCODER_KEY = re.compile(r"^conditioning\.conditioners\.[^.]+\.encoder\.")
 _WRAPPER_PARTS = frozenset({"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"})
+
+log = logging.getLogger(__name__)
 
 
 def is_pretrained_key(key: str) -> bool:
@@ -208,6 +211,7 @@ class FantasyTalkingModule(pl.LightningModule):
         self._frozen_device: torch.device | None = None
         self._empty_prompt: torch.Tensor | None = None
         self._cache: EncodeCache | None = None
+        self._face_standardized = False
         if init_from is not None:
             self.load_weights(init_from, ema=init_from_ema)
 
@@ -349,6 +353,26 @@ class FantasyTalkingModule(pl.LightningModule):
         stats = getattr(getattr(self._trainer, "datamodule", None), "motion_stats", None)
         if stats and "motion" in self.conditioning:
             self.conditioning["motion"].set_statistics_from(stats)  # type: ignore[operator]
+        if stage == "fit":
+            self._standardize_face_input()
+
+    def _standardize_face_input(self) -> None:
+        """``face.standardize``: fold the training shards' face-feature statistics into a fresh conditioner's
+        ``input_proj`` (once per module; weights from ``init_from`` or a resumed checkpoint already carry it)."""
+        if self.face_config is None or not self.face_config.standardize or self._face_standardized:
+            return
+        if self.init_from is not None:
+            log.info("face.standardize: the face conditioner comes from %s, which already reads its features as "
+                     "trained; nothing to fold in", self.init_from)  # fmt: skip
+            self._face_standardized = True
+            return
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if not callable(getattr(datamodule, "face_embedding_stats", None)):
+            raise InputError("face.standardize needs the training shards' face embeddings: use "
+                             "fantasytalking.data.TalkingClipDataModule, or set face.standardize false.")  # fmt: skip
+        mean, std = datamodule.face_embedding_stats()  # type: ignore[union-attr]  # (E,), (E,)
+        self.conditioning["face"].standardize_input(torch.as_tensor(mean), torch.as_tensor(std))  # type: ignore[operator]
+        self._face_standardized = True
 
     def _place_frozen(self) -> None:
         """Move the frozen VAE, umT5 and CLIP (not part of the module's parameters) to the module's device."""

@@ -46,6 +46,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="face_embedding.npy: dlib descriptor as in preprocessing, or the identity parameters (faster)")  # fmt: skip
     p.add_argument("--clips-per-shard", type=int, default=d.clips_per_shard, help="samples per shard")
     p.add_argument("--crf", type=int, default=d.crf, help="H.264 quality of video.mp4 (lower is better)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="processes drawing clips in parallel (the same shards for any number)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -55,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         out_dir=args.out, clips=args.clips, size=args.size, fps=args.fps, num_frames=args.num_frames,
         seed=args.seed, split=args.split, languages=tuple(args.languages), identities=args.identities,
         motion=args.motion, pause_share=args.pause_share, face_size=args.face_size, face_encoder=args.face_encoder,
-        clips_per_shard=args.clips_per_shard, crf=args.crf,
+        clips_per_shard=args.clips_per_shard, crf=args.crf, workers=getattr(args, "workers", 1),
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
@@ -97,6 +98,9 @@ class SynthConfig:
     clips_per_shard: int = 100
     crf: int = 18
     lip_margin: float = 0.15
+    # processes that draw and encode clips (the shards are the same for any number: the main process writes the
+    # clips in index order); not part of the dataset's identity, so not in synthtalk.json
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir) if self.out_dir is not None else None
@@ -124,6 +128,8 @@ class SynthConfig:
             raise InputError(f"--face-encoder must be dlib or identity, got {self.face_encoder!r}")
         if self.identities is not None and self.identities < 1:
             raise InputError(f"--identities must be at least 1, got {self.identities}")
+        if self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
 
     @property
     def identity_pool(self) -> int:
@@ -132,6 +138,7 @@ class SynthConfig:
     def settings(self) -> dict[str, Any]:
         d = asdict(self)
         d["out_dir"] = str(self.out_dir) if self.out_dir else None
+        del d["workers"]  # how it was written, not what: the same shards for any number
         d["format_version"] = fmt.FORMAT_VERSION
         return d
 
@@ -378,6 +385,28 @@ def clip_members(
     return members, record
 
 
+def _clip_members_at(
+    cfg: SynthConfig, encoders: _Encoders | None, stem: str, index: int, tmp: str
+) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    """Clip ``index`` drawn and encoded: ``(key, members, manifest record)``."""
+    assert encoders is not None
+    key = fmt.clip_key(stem, index)
+    members, record = clip_members(make_clip(cfg, index), key, cfg, encoders, Path(tmp))
+    return key, members, record
+
+
+_WORKER: dict[str, Any] = {}  # a pool worker's config and encoders (set by _init_worker)
+
+
+def _init_worker(cfg: SynthConfig) -> None:
+    _WORKER["cfg"], _WORKER["encoders"] = cfg, _Encoders(cfg)
+
+
+def _worker_clip(job: tuple[str, int, str]) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    stem, index, tmp = job
+    return _clip_members_at(_WORKER["cfg"], _WORKER["encoders"], stem, index, tmp)
+
+
 @dataclass
 class SynthReport:
     out_dir: Path
@@ -406,7 +435,7 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, cfg.settings())
     start = time.perf_counter()
-    encoders = _Encoders(cfg)
+    encoders = _Encoders(cfg) if cfg.workers == 1 else None
     shards: list[str] = []
 
     def on_commit(name: str, records: list[dict[str, Any]]) -> None:
@@ -415,17 +444,27 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
 
     writer = ShardWriter(out, 0, cfg.clips_per_shard, 1 << 40, on_commit)
     stem = f"synthtalk-{cfg.split}-{cfg.seed}"
+    pool = None
     try:
         with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
-            for i in range(cfg.clips):
-                clip = make_clip(cfg, i)
-                key = fmt.clip_key(stem, i)
-                members, record = clip_members(clip, key, cfg, encoders, Path(tmp))
+            if cfg.workers > 1:
+                # spawn, not fork: each worker starts its own libespeak-ng and dlib (neither survives a fork well)
+                ctx = multiprocessing.get_context("spawn")
+                pool = ctx.Pool(min(cfg.workers, cfg.clips), initializer=_init_worker, initargs=(cfg,))
+                jobs = pool.imap(_worker_clip, [(stem, i, tmp) for i in range(cfg.clips)])  # in index order
+            else:
+                jobs = (_clip_members_at(cfg, encoders, stem, i, tmp) for i in range(cfg.clips))
+            for i, (key, members, record) in enumerate(jobs):
                 writer.add(key, members, record)
                 if progress is not None:
                     progress(i + 1, cfg.clips)
             writer.commit()
+            if pool is not None:
+                pool.close()
+                pool.join()
     except BaseException:
+        if pool is not None:
+            pool.terminate()
         writer.abort()
         raise
     write_stats(out)
