@@ -32,7 +32,7 @@ STAGE2_SECONDS=${STAGE2_SECONDS:-180}
 # DEADLINE (unix seconds): instead of the two budgets above, whatever is left after the data, less STAGE_OVERHEAD
 # seconds for each stage's start-up and export, split 40 / 60 between the stages (stage one / two)
 DEADLINE=${DEADLINE:-}
-STAGE_OVERHEAD=${STAGE_OVERHEAD:-40}
+STAGE_OVERHEAD=${STAGE_OVERHEAD:-60}  # a Python start on the lent H200 alone took 18-26 s
 SKIP_STEPS=${SKIP_STEPS:-20}
 PROBE_STEPS=${PROBE_STEPS:-40}
 ACCELERATOR=${ACCELERATOR:-gpu}

@@ -114,6 +114,23 @@ def test_demo_targets_smoke(tmp_path):
         script.main([*command[2:], "--motion-gain", "1", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
         script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
+    # the paper's ablation: a model trained WITHOUT the face conditioner gets its own row and the identity check
+    from fantasytalking.training import StageTwoLipRefiner, export_conditioning
+    from fantasytalking.training.presets import DEMO_MOTION
+
+    no_face = StageTwoLipRefiner(backbone={"preset": "demo", "seed": 0}, face=None, motion=dict(DEMO_MOTION),
+                                 trainable={"mode": "full"}, seed=1)  # fmt: skip
+    export_conditioning(no_face, tmp_path / "no-face.safetensors")
+    assert script.main([*command[2:], "--only", "ablation", "--reuse", str(path),
+                        "--ablation", str(tmp_path / "no-face.safetensors")]) == 0  # fmt: skip
+    (ablation_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path}
+    ablated = json.loads(ablation_path.read_text())
+    ablation_row = next(r for r in ablated["rows"] if r["name"] == script.ABLATION_ROW)
+    assert ablation_row["identity_error"] is not None and ablated["ablation_sha256"]
+    assert ablated["checks"]["identity error: full < trained without face"] == (
+        by["full model, own speech"]["identity_error"] < ablation_row["identity_error"])  # fmt: skip
+    with pytest.raises(SystemExit, match="has a face conditioner"):  # the full model is no ablation
+        script.main([*command[2:], "--only", "ablation", "--ablation", str(demo / "model.safetensors")])
     # every row decodes through the VAE: the record names it, and rows of another VAE are never reused
     assert report["vae"] == str(demo / "vae") and report["vae_sha256"] == script.vae_sha256(demo / "vae")
     from diffusers import AutoencoderKLWan
@@ -148,6 +165,10 @@ def test_demo_targets_checks_cover_the_rows_there_are():
     assert checks["motion 0.1 < 0.5 < 1.0"] is False  # strictly increasing, not equal
     assert "silence <= 0.15" not in checks and "stage one < stage one + two" not in checks
     assert script.target_checks({}) == {}
+    with_ablation = {**rows, script.ABLATION_ROW: {"identity_error": 0.12}}
+    assert script.target_checks(with_ablation)["identity error: full < trained without face"] is True
+    with_ablation[script.ABLATION_ROW] = {"identity_error": 0.1}
+    assert script.target_checks(with_ablation)["identity error: full < trained without face"] is False  # ties fail
     motion_only = {f"motion {level}": {"head_motion": value} for level, value in zip((0.1, 0.5, 1.0), (1, 2, 3))}
     assert script.target_checks(motion_only) == {"motion 0.1 < 0.5 < 1.0": True}  # no own-speech row needed
 

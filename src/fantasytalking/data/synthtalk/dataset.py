@@ -19,13 +19,15 @@ headers' mtimes aside). Held out: sentences (``bank.sentences_for``), voices (``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,16 +388,30 @@ def clip_members(
 
 
 def _clip_members_at(
-    cfg: SynthConfig, encoders: _Encoders | None, stem: str, index: int, tmp: str
+    cfg: SynthConfig, encoders: _Encoders, stem: str, index: int, tmp: str
 ) -> tuple[str, dict[str, bytes], dict[str, Any]]:
     """Clip ``index`` drawn and encoded: ``(key, members, manifest record)``."""
-    assert encoders is not None
     key = fmt.clip_key(stem, index)
     members, record = clip_members(make_clip(cfg, index), key, cfg, encoders, Path(tmp))
     return key, members, record
 
 
 _WORKER: dict[str, Any] = {}  # a pool worker's config and encoders (set by _init_worker)
+#: Thread pools a worker would otherwise size to the whole machine (OpenBLAS, OpenMP, MKL).
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Start pool workers with one BLAS / OpenMP thread each (where the caller set no count): N workers with N
+    spinning threads each ran 2.2x slower on a 16-core machine (benchmarks/results/device-2026-12-04/)."""
+    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
+    os.environ.update(dict.fromkeys(added, "1"))
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _init_worker(cfg: SynthConfig) -> None:
@@ -435,7 +451,6 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, cfg.settings())
     start = time.perf_counter()
-    encoders = _Encoders(cfg) if cfg.workers == 1 else None
     shards: list[str] = []
 
     def on_commit(name: str, records: list[dict[str, Any]]) -> None:
@@ -444,15 +459,18 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
 
     writer = ShardWriter(out, 0, cfg.clips_per_shard, 1 << 40, on_commit)
     stem = f"synthtalk-{cfg.split}-{cfg.seed}"
-    pool = None
+    pool: ProcessPoolExecutor | None = None
     try:
         with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
             if cfg.workers > 1:
-                # spawn, not fork: each worker starts its own libespeak-ng and dlib (neither survives a fork well)
-                ctx = multiprocessing.get_context("spawn")
-                pool = ctx.Pool(min(cfg.workers, cfg.clips), initializer=_init_worker, initargs=(cfg,))
-                jobs = pool.imap(_worker_clip, [(stem, i, tmp) for i in range(cfg.clips)])  # in index order
+                # spawn, not fork: each worker starts its own libespeak-ng and dlib (neither survives a fork well);
+                # a worker that dies ends the run with BrokenProcessPool (no half-written shard is kept)
+                with _single_threaded_children():
+                    pool = ProcessPoolExecutor(min(cfg.workers, cfg.clips), mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_init_worker, initargs=(cfg,))  # fmt: skip
+                    jobs = pool.map(_worker_clip, [(stem, i, tmp) for i in range(cfg.clips)])  # in index order
             else:
+                encoders = _Encoders(cfg)
                 jobs = (_clip_members_at(cfg, encoders, stem, i, tmp) for i in range(cfg.clips))
             for i, (key, members, record) in enumerate(jobs):
                 writer.add(key, members, record)
@@ -460,11 +478,10 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
                     progress(i + 1, cfg.clips)
             writer.commit()
             if pool is not None:
-                pool.close()
-                pool.join()
+                pool.shutdown()
     except BaseException:
         if pool is not None:
-            pool.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
         writer.abort()
         raise
     write_stats(out)
