@@ -17,6 +17,13 @@ those latents); the card records it under ``vae.decoder_finetune`` with its loss
     python examples/package_demo.py --decoder runs/vae-decoder --decoder-shards shards/synthtalk \
         --targets benchmarks/results/demo-targets-2026-12-04.json
 
+``--stages`` packages a rerun of both stages on the packaged VAE (``RUN/stage1``, ``RUN/stage2``): both exports
+replace the packaged ones, the loss curves become ``stage1-<run name>.csv`` / ``stage2-<run name>.csv``, and the card
+takes the run's data, losses, wall times and training config, keeping the replaced model's under ``previous``::
+
+    python examples/package_demo.py --stages runs/joint --stages-shards shards/synthtalk-j \
+        --targets benchmarks/results/demo-targets-2026-12-04-3.json
+
 ``--continued`` packages a run that continued the packaged stage two (``examples/train_demo.sh`` step 3c): its
 export becomes ``model.safetensors``, its loss curve ``stage2-continued-<n>.csv`` beside the others, and the card records its data,
 steps, wall time and losses under ``continued`` (the stage-one export, the VAE and the rest of the card stay).
@@ -120,6 +127,42 @@ def package_continued(run: Path, shards: Path, card: dict[str, Any], command: st
                 "wall_time_s": wall_seconds(run), "losses": loss_summary(points)}]}  # fmt: skip
 
 
+def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+    """Put a rerun of BOTH stages on the packaged VAE (``run/stage1``, ``run/stage2``) into the package: its exports
+    replace ``model.safetensors`` and ``stage1.safetensors``; the card's data, losses, wall times and training
+    config become the run's (the VAE and its record stay), and the replaced model is summarised under ``previous``."""
+    from fantasytalking.training.export import read_export
+
+    exports = {name: run / name / "conditioning.safetensors" for name in ("stage1", "stage2")}
+    for export in exports.values():
+        if not export.is_file():
+            raise SystemExit(f"error: {export} is missing; the run did not finish (rerun it, then package)")
+    data = json.loads((shards / "synthtalk.json").read_text())
+    points = {name: curve(metrics_csv(run / name), "train/loss") for name in exports}
+    tag = run.name
+    half_copy(exports["stage2"], ASSETS / "model.safetensors")
+    half_copy(exports["stage1"], ASSETS / "stage1.safetensors")  # the stage-one-only row
+    for name, pts in points.items():
+        write_curve(f"{name}-{tag}", pts)
+    config = read_export(ASSETS / "model.safetensors")[1]["training"]
+    previous = {k: card.get(k) for k in ("command", "data", "wall_time_s", "losses", "continued", "heldout_scores")
+                if k in card}  # fmt: skip
+    out = {k: v for k, v in card.items() if k != "continued"}
+    out.update({
+        "command": command,
+        "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
+                                          "identities", "pause_share")},
+        "clip_frames": int(data["num_frames"]), "size": int(data["size"]),
+        "wall_time_s": {"vae": card.get("wall_time_s", {}).get("vae"),
+                        **{name: wall_seconds(run / name) for name in exports}},
+        "losses": {"vae": card.get("losses", {}).get("vae"), **{name: loss_summary(pts) for name, pts in points.items()}},
+        "curves": {name: f"benchmarks/results/demo-training/{name}-{tag}.csv" for name in exports},
+        "training_config": {k: config.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
+        "previous": previous,
+    })  # fmt: skip
+    return out
+
+
 def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
     """Put a decoder-only fine-tune ``run`` (an exported VAE folder with its ``train/``) in place of the packaged
     VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs."""
@@ -221,9 +264,15 @@ def main() -> int:
                    help="how the --decoder run was made (recorded in the card)")  # fmt: skip
     p.add_argument("--continued-command", default="examples/train_demo.sh, step 3c",
                    help="how the --continued run was made (recorded in the card)")
+    p.add_argument("--stages", type=Path, default=None,
+                   help="a rerun of both stages on the packaged VAE (RUN/stage1, RUN/stage2): it replaces both models")
+    p.add_argument("--stages-shards", type=Path, default=None, help="the shards the --stages run trained on")
+    p.add_argument("--stages-command", default="examples/train_demo.sh, step 3 (docs/demo.md)",
+                   help="how the --stages run was made (recorded in the card)")
     args = p.parse_args()
     packagers = {"decoder": (package_decoder, args.decoder_shards, args.decoder_command, "the decoder fine-tune"),
-                 "continued": (package_continued, args.continued_shards, args.continued_command, "the continued run")}
+                 "continued": (package_continued, args.continued_shards, args.continued_command, "the continued run"),
+                 "stages": (package_stages, args.stages_shards, args.stages_command, "the rerun of both stages")}
     for flag, (package, shards, command, what) in packagers.items():
         if getattr(args, flag) is None:
             continue

@@ -282,6 +282,54 @@ def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
     assert all(v.dtype != torch.float32 for v in packaged.values() if v.is_floating_point())
 
 
+def test_package_demo_packages_a_rerun_of_both_stages(tmp_path, monkeypatch):
+    """examples/package_demo.py --stages: both exports replace the packaged models (float16), the curves are kept
+    under the run's name, the card takes the run's data and losses, keeps the VAE and summarises the old model."""
+    from safetensors.torch import load_file
+
+    from fantasytalking.testing import make_random_demo
+
+    module = load_example("package_demo")
+    demo = make_random_demo(tmp_path / "demo")
+    assets, curves = tmp_path / "assets", tmp_path / "curves"
+    assets.mkdir()
+    monkeypatch.setattr(module, "ASSETS", assets)
+    monkeypatch.setattr(module, "CURVES", curves)
+    old_card = {"seed": 0, "command": "old", "vae": {"what": "the VAE"}, "wall_time_s": {"vae": 100, "stage1": 5},
+                "losses": {"vae": {"steps": 400}, "stage2": {"steps": 1800}}, "continued": [{"command": "c"}]}  # fmt: skip
+    (assets / "card.json").write_text(json.dumps(old_card))
+    run = tmp_path / "joint"
+    for name, rows in (("stage1", "9,0.5\n19,0.3\n"), ("stage2", "9,0.2\n19,0.1\n29,0.05\n")):
+        logs = run / name / "lightning_logs" / "version_0"
+        logs.mkdir(parents=True)
+        (logs / "hparams.yaml").write_text("{}\n")
+        (logs / "metrics.csv").write_text("step,train/loss\n" + rows)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "size": 96, "identities": 4}))
+    targets = tmp_path / "demo-targets-2026-12-04-3.json"
+    targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {},
+                                   "rows": []}))  # fmt: skip
+    argv = ["package_demo.py", "--stages", str(run), "--stages-shards", str(shards), "--targets", str(targets)]
+    monkeypatch.setattr(sys, "argv", argv)
+    (run / "stage2" / "conditioning.safetensors").write_bytes((demo / "model.safetensors").read_bytes())
+    with pytest.raises(SystemExit, match="did not finish"):  # stage one's export is missing
+        module.main()
+    assert not (assets / "model.safetensors").exists()  # nothing packaged from a half run
+    (run / "stage1" / "conditioning.safetensors").write_bytes((demo / "model.safetensors").read_bytes())
+    assert module.main() == 0
+    card = json.loads((assets / "card.json").read_text())
+    assert card["data"]["identities"] == 4 and card["losses"]["stage2"]["steps"] == 30
+    assert card["losses"]["vae"] == {"steps": 400} and card["vae"] == {"what": "the VAE"}
+    assert card["wall_time_s"]["vae"] == 100 and "continued" not in card
+    assert card["previous"]["command"] == "old" and card["previous"]["continued"] == [{"command": "c"}]
+    assert card["heldout_scores"]["commit"] == "abc"
+    assert (curves / "stage2-joint.csv").read_text().splitlines() == ["step,loss", "9,0.2", "19,0.1", "29,0.05"]
+    for name in ("model", "stage1"):
+        packaged = load_file(str(assets / f"{name}.safetensors"))
+        assert all(v.dtype == torch.float16 for v in packaged.values() if v.is_floating_point())
+
+
 def test_package_demo_packages_a_decoder_fine_tune_and_refuses_a_changed_encoder(tmp_path, monkeypatch):
     """examples/package_demo.py --decoder: a VAE whose encoder side is the packaged one's bit for bit replaces vae/
     and is recorded under vae.decoder_finetune; a changed encoder or latent statistics is refused, vae/ untouched."""
