@@ -133,6 +133,19 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
+def export_model_flags(model: Path) -> list[str]:
+    """The ``--model.init_args`` flags that rebuild the conditioners of an inference export as it was trained
+    (``demo.yaml`` holds the preset's defaults; an export whose face path reads each feature vector as several
+    keys, or that has no face conditioner, needs them, or the strict load refuses it)."""
+    from fantasytalking.training.export import read_export
+
+    conditioners = read_export(model)[1].get("conditioners", {})
+    face = conditioners.get("face")
+    if face is None:
+        return ["--model.init_args.face", "null"]
+    return ["--model.init_args.face.feature_tokens", str(int(face.get("feature_tokens", 1)))]
+
+
 def run_quickstart(argv: list[str]) -> int:
     """No arguments: a short two-stage fine-tune of the shipped demo model on freshly generated SynthTalk shards,
     then a sample video of a held-out clip and its SynthTalk measures (a few minutes on a CPU)."""
@@ -173,6 +186,11 @@ def run_quickstart(argv: list[str]) -> int:
         return 2
     vae_dir = model.parent / "vae"
     frames, size = int(card["clip_frames"]), int(card["size"])
+    try:
+        model_flags = export_model_flags(model)
+    except FantasyTalkingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"1/4 SynthTalk: {known.clips} clips of {frames} frames at {size} px -> {root / 'shards'}", flush=True)
     print(write_synthtalk(SynthConfig(out_dir=root / "shards", clips=known.clips, size=size, num_frames=frames,
                                       seed=known.seed, split="train")).summary(), flush=True)  # fmt: skip
@@ -189,6 +207,7 @@ def run_quickstart(argv: list[str]) -> int:
         "--trainer.max_steps", str(known.steps),
         "--trainer.log_every_n_steps", "1",
         "--seed_everything", str(known.seed),
+        *model_flags,
     ]  # fmt: skip
     stages = [
         ("2/4 stage one (clip-level), from the demo model", "stage1.yaml", str(model)),

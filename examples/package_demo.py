@@ -322,7 +322,8 @@ def main() -> int:
         # the seed the frozen random umT5 / CLIP are rebuilt from (load_demo), i.e. backbone.seed of the training
         "seed": int(stage2.get("backbone", {}).get("seed", 0)),
         "training_seeds": {"data_and_draws": stage2.get("seed"), "backbone": stage2.get("backbone", {}).get("seed")},
-        "data": {k: data[k] for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages")},
+        "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
+                                          "identities", "pause_share")},
         "heldout": "fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 "
         "--seed 1 --split heldout",
         "clip_frames": int(data["num_frames"]),

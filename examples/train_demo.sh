@@ -11,12 +11,14 @@ RUN=${1:-runs/demo}
 PY=${PY:-python}
 mkdir -p "$RUN"
 
-# 1. Data: 1,600 training clips (400 identities, 3 languages, several voices), 96 px, 23 fps, 17 frames; and the
-#    held-out split (identities, sentences and voices training never sees), 32 clips of 81 frames (3.5 s).
-#    Since 2026-12-04 face_embedding.npy is of frame 0 as the clip shows it (as preprocessing and inference embed);
-#    the shipped model was trained on shards written before, whose embeddings came from a sharper render
-#    (docs/design.md). The videos, audio and truth of the same seed are unchanged.
+# 1. Data. For the VAE: 1,600 clips (400 identities, 3 languages, several voices), 96 px, 23 fps, 17 frames. For the
+#    stages: 1,600 clips of the same size with one identity each, a quarter of whose windows end over the
+#    utterance's final pause (--pause-share 0.25; without it the model did not learn to close an open mouth:
+#    docs/demo.md); --workers 2 writes the same shards as one worker. The held-out split (identities, sentences
+#    and voices training never sees): 32 clips of 81 frames (3.5 s).
 [ -d shards/synthtalk ] || fantasytalking synth --out shards/synthtalk --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 --quiet
+[ -d shards/synthtalk-j ] || fantasytalking synth --out shards/synthtalk-j --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 \
+    --identities 1600 --pause-share 0.25 --workers 2 --quiet
 [ -d shards/synthtalk-heldout ] || fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 --seed 1 --split heldout --quiet
 
 # 2a. The VAE as first trained (Wan2.2 residual blocks, WITH 4x temporal compression): 800 steps, then 400 more
@@ -38,34 +40,23 @@ $PY -m fantasytalking.training.vae --shards shards/synthtalk --out "$RUN/vae" --
     --eval-clips 4 --seed 0 --accelerator cpu
 
 # 3. Stage one (clip-level audio), then stage two (frame-level audio + lip mask) from stage one's weights; the
-#    frozen encodes are cached in $RUN/encode-cache during stage one and reused by stage two. Stage two takes the
-#    lip loss for 20% of the samples (eta 0.8; the paper's 0.2 let the demo's fully trained backbone draw mouths
-#    all over the face: docs/design.md).
+#    frozen encodes are cached in $RUN/encode-cache during stage one and reused by stage two. The face path trains
+#    from the first step: the Q-Former reads each dlib vector as 8 keys, and a fresh conditioner folds the
+#    shards' face-feature statistics into its input projection when fit starts (face.standardize). Stage two
+#    takes the lip loss for 20% of the samples (eta 0.8; the paper's 0.2 let the demo's fully trained backbone
+#    draw mouths all over the face: docs/design.md).
+FACE=(--model.init_args.face.feature_tokens 8 --model.init_args.face.standardize true)
 $PY examples/finetune.py fit --config examples/configs/stage1.yaml --config examples/configs/demo.yaml \
-    --data.init_args.shards shards/synthtalk --model.init_args.backbone.vae "$RUN/vae" \
-    --model.init_args.objective.cache_dir "$RUN/encode-cache" \
+    --data.init_args.shards shards/synthtalk-j --model.init_args.backbone.vae "$RUN/vae" \
+    --model.init_args.objective.cache_dir "$RUN/encode-cache" "${FACE[@]}" \
     --trainer.max_steps 1200 --trainer.default_root_dir "$RUN/stage1"
 $PY examples/finetune.py fit --config examples/configs/stage2.yaml --config examples/configs/demo.yaml \
-    --data.init_args.shards shards/synthtalk --model.init_args.backbone.vae "$RUN/vae" \
-    --model.init_args.objective.cache_dir "$RUN/encode-cache" \
+    --data.init_args.shards shards/synthtalk-j --model.init_args.backbone.vae "$RUN/vae" \
+    --model.init_args.objective.cache_dir "$RUN/encode-cache" "${FACE[@]}" \
     --model.init_args.init_from "$RUN/stage1/final.ckpt" --model.init_args.lip_mask_eta 0.8 \
-    --trainer.max_steps 1800 --trainer.default_root_dir "$RUN/stage2"
-# 3c. Stage two continued for 600 steps at lr 1e-4 on 400 fresh clips, a quarter of whose windows end over the
-#     utterance's final pause (--pause-share 0.25): the 1,600 clips above rarely start open and then fall
-#     silent, so the model had not learnt to close an open mouth (docs/demo.md). The shipped model continued the
-#     PACKAGED stage two (src/fantasytalking/assets/demo/model.safetensors before 2026-12-02: the float16 copy of
-#     $RUN/stage2/conditioning.safetensors), with the packaged VAE, on 2 CPU cores.
-[ -d shards/synthtalk-pause ] || fantasytalking synth --out shards/synthtalk-pause --clips 400 --size 96 --fps 23 --frames 17 --seed 0 --pause-share 0.25 --quiet
-$PY examples/finetune.py fit --config examples/configs/stage2.yaml --config examples/configs/demo.yaml \
-    --data.init_args.shards shards/synthtalk-pause --model.init_args.backbone.vae "$RUN/vae" \
-    --model.init_args.objective.cache_dir "$RUN/encode-cache-pause" \
-    --model.init_args.init_from "$RUN/stage2/conditioning.safetensors" --model.init_args.lip_mask_eta 0.8 \
-    --model.init_args.optim.lr 1e-4 --model.init_args.optim.warmup_steps 50 \
-    --trainer.max_steps 600 --trainer.default_root_dir "$RUN/stage2-pause"
-# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package
-#    (stage two as trained, then its continuation on top).
-$PY benchmarks/demo_targets.py --model "$RUN/stage2-pause/conditioning.safetensors" \
+    --trainer.max_steps 2400 --trainer.default_root_dir "$RUN/stage2"
+# 4. The targets on the held-out split (benchmarks/results/demo-targets-<date>.{json,md}), then the package.
+$PY benchmarks/demo_targets.py --model "$RUN/stage2/conditioning.safetensors" \
     --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae" --seed 0 --clips 8 --motion-clips 4 --audio-cfg 2.5
 TARGETS=$(ls -t benchmarks/results/demo-targets-$(date +%F)*.json | head -1)
-$PY examples/package_demo.py --run "$RUN" --vae-steps 400 --audio-cfg 2.5 --targets "$TARGETS"
-$PY examples/package_demo.py --continued "$RUN/stage2-pause" --continued-shards shards/synthtalk-pause --targets "$TARGETS"
+$PY examples/package_demo.py --run "$RUN" --shards shards/synthtalk-j --vae-steps 400 --audio-cfg 2.5 --targets "$TARGETS"

@@ -116,3 +116,36 @@ def test_both_stages_on_shards_write_checkpoints(shards, tmp_path):
     out = tmp_path / "plain.safetensors"
     code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(out)])
     assert code == 0 and out.is_file()
+
+
+def test_export_model_flags_rebuild_the_exported_conditioners(monkeypatch):
+    """The no-argument run fine-tunes the packaged model with demo.yaml: the flags must rebuild its face path."""
+    module = _finetune_module()
+    packaged = ROOT / "src" / "fantasytalking" / "assets" / "demo" / "model.safetensors"
+    face = read_export(packaged)[1]["conditioners"]["face"]
+    assert module.export_model_flags(packaged) == [
+        "--model.init_args.face.feature_tokens", str(face.get("feature_tokens", 1))]  # fmt: skip
+    # an export trained without the face conditioner (the paper's ablation) is rebuilt without it
+    import fantasytalking.training.export as export
+
+    monkeypatch.setattr(export, "read_export", lambda path: ({}, {"conditioners": {"motion": {}}}))
+    assert module.export_model_flags(packaged) == ["--model.init_args.face", "null"]
+
+
+@pytest.mark.slow
+def test_no_arguments_fine_tunes_the_packaged_demo_and_scores_a_sample(tmp_path):
+    """``examples/finetune.py`` with no arguments (here with fewer clips and steps): both stages from the packaged
+    demo model on fresh SynthTalk shards, then a held-out sample video and its measures."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, str(SCRIPT), "--root", str(tmp_path / "run"), "--clips", "4", "--steps", "2",
+               "--sample-steps", "2"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    run = tmp_path / "run"
+    for stage in ("stage1", "stage2"):
+        ckpt = torch.load(run / stage / "final.ckpt", map_location="cpu", weights_only=True)
+        assert ckpt["global_step"] == 2 and ckpt["fantasytalking"]["stage"] == stage
+    metrics = json.loads((run / "sample_metrics.json").read_text())
+    assert metrics["training"] == {"clips": 4, "steps_per_stage": 2, "seed": 2026, "root": str(run)}
+    assert -1.0 <= metrics["lipsync"] <= 1.0 and metrics["identity_error"] >= 0.0
+    assert (run / "sample.mp4").stat().st_size > 0 and "sample video:" in done.stdout
