@@ -137,9 +137,9 @@ def export_model_flags(model: Path) -> list[str]:
     """The ``--model.init_args`` flags that rebuild the conditioners of an inference export as it was trained
     (``demo.yaml`` holds the preset's defaults; an export whose face path reads each feature vector as several
     keys, or that has no face conditioner, needs them, or the strict load refuses it)."""
-    from fantasytalking.training.export import read_export
+    from fantasytalking.training.export import read_export_config
 
-    conditioners = read_export(model)[1].get("conditioners", {})
+    conditioners = read_export_config(model).get("conditioners", {})
     face = conditioners.get("face")
     if face is None:
         return ["--model.init_args.face", "null"]

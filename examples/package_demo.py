@@ -46,6 +46,24 @@ ASSETS = ROOT / "src" / "fantasytalking" / "assets" / "demo"
 CURVES = ROOT / "benchmarks" / "results" / "demo-training"
 
 
+#: What the card records of a SynthTalk data set (its synthtalk.json) and of the packaged model's training config.
+DATA_KEYS = ("clips", "size", "fps", "num_frames", "seed", "split", "languages", "identities", "pause_share")
+TRAINING_CONFIG_KEYS = ("face", "motion", "objective", "optim", "trainable", "trainer")
+
+
+def data_record(shards: Path) -> dict[str, Any]:
+    """The card's record of the SynthTalk shards a run trained on (keys the shards do not have are None)."""
+    data = json.loads((shards / "synthtalk.json").read_text())
+    return {k: data.get(k) for k in DATA_KEYS}
+
+
+def packaged_training_config() -> dict[str, Any]:
+    """The training config of the packaged model (its export's metadata; the tensors are not read)."""
+    from fantasytalking.training.export import read_export_config
+
+    return read_export_config(ASSETS / "model.safetensors")["training"]
+
+
 def half_copy(source: Path, target: Path) -> None:
     """Copy an export with its float tensors in float16 (half the size; loading casts them back to the model's
     float32), keeping its metadata; written atomically."""
@@ -106,24 +124,20 @@ def write_curve(name: str, points: list[tuple[int, float]]) -> None:
 
 def package_continued(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
     """Put the continuation ``run`` of stage two into the package; the card with its record under ``continued``."""
-    from fantasytalking.training.export import read_export
-
     export = run / "conditioning.safetensors"
     if not export.is_file():
         raise SystemExit(f"error: {export} is missing; the continued run did not finish (rerun it, then package)")
-    data = json.loads((shards / "synthtalk.json").read_text())
     points = curve(metrics_csv(run), "train/loss")
     previous = card.get("continued", [])
     name = f"stage2-continued-{len(previous) + 1}"  # never the curve of the packaged stage two itself
     half_copy(export, ASSETS / "model.safetensors")
     write_curve(name, points)
-    config = read_export(ASSETS / "model.safetensors")[1]["training"]
+    config = packaged_training_config()
     return {**card,
-            "training_config": {k: config.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
+            "training_config": {k: config.get(k) for k in TRAINING_CONFIG_KEYS},
             "continued": [*previous, {
                 "command": command, "from": "the packaged stage two", "curve": f"benchmarks/results/demo-training/{name}.csv",
-                "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
-                                                  "pause_share")},
+                "data": data_record(shards),
                 "wall_time_s": wall_seconds(run), "losses": loss_summary(points)}]}  # fmt: skip
 
 
@@ -131,33 +145,30 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) 
     """Put a rerun of BOTH stages on the packaged VAE (``run/stage1``, ``run/stage2``) into the package: its exports
     replace ``model.safetensors`` and ``stage1.safetensors``; the card's data, losses, wall times and training
     config become the run's (the VAE and its record stay), and the replaced model is summarised under ``previous``."""
-    from fantasytalking.training.export import read_export
-
     exports = {name: run / name / "conditioning.safetensors" for name in ("stage1", "stage2")}
     for export in exports.values():
         if not export.is_file():
             raise SystemExit(f"error: {export} is missing; the run did not finish (rerun it, then package)")
-    data = json.loads((shards / "synthtalk.json").read_text())
+    data = data_record(shards)
     points = {name: curve(metrics_csv(run / name), "train/loss") for name in exports}
     tag = run.name
     half_copy(exports["stage2"], ASSETS / "model.safetensors")
     half_copy(exports["stage1"], ASSETS / "stage1.safetensors")  # the stage-one-only row
     for name, pts in points.items():
         write_curve(f"{name}-{tag}", pts)
-    config = read_export(ASSETS / "model.safetensors")[1]["training"]
+    config = packaged_training_config()
     previous = {k: card.get(k) for k in ("command", "data", "wall_time_s", "losses", "continued", "heldout_scores")
                 if k in card}  # fmt: skip
     out = {k: v for k, v in card.items() if k != "continued"}
     out.update({
         "command": command,
-        "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
-                                          "identities", "pause_share")},
+        "data": data,
         "clip_frames": int(data["num_frames"]), "size": int(data["size"]),
         "wall_time_s": {"vae": card.get("wall_time_s", {}).get("vae"),
                         **{name: wall_seconds(run / name) for name in exports}},
         "losses": {"vae": card.get("losses", {}).get("vae"), **{name: loss_summary(pts) for name, pts in points.items()}},
         "curves": {name: f"benchmarks/results/demo-training/{name}-{tag}.csv" for name in exports},
-        "training_config": {k: config.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
+        "training_config": {k: config.get(k) for k in TRAINING_CONFIG_KEYS},
         "previous": previous,
     })  # fmt: skip
     return out
@@ -311,19 +322,16 @@ def main() -> int:
         write_curve(name, points)
         summary[name] = loss_summary(points)
     wall = args.wall or {name: wall_seconds(folder) for name, folder in runs}
-    data = json.loads((args.shards / "synthtalk.json").read_text())
+    data = data_record(args.shards)
     inputs = json.loads((ASSETS / "inputs.json").read_text()) if (ASSETS / "inputs.json").exists() else {}
-    from fantasytalking.training.export import read_export
-
-    stage2 = read_export(ASSETS / "model.safetensors")[1]["training"]
+    stage2 = packaged_training_config()
     card = {
         "what": "FantasyTalking's architecture at demo size, trained on SynthTalk (docs/demo.md)",
         "command": "bash examples/train_demo.sh runs/demo (data, VAE, both stages, targets, this package)",
         # the seed the frozen random umT5 / CLIP are rebuilt from (load_demo), i.e. backbone.seed of the training
         "seed": int(stage2.get("backbone", {}).get("seed", 0)),
         "training_seeds": {"data_and_draws": stage2.get("seed"), "backbone": stage2.get("backbone", {}).get("seed")},
-        "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split", "languages",
-                                          "identities", "pause_share")},
+        "data": data,
         "heldout": "fantasytalking synth --out shards/synthtalk-heldout --clips 32 --size 96 --fps 23 --frames 81 "
         "--seed 1 --split heldout",
         "clip_frames": int(data["num_frames"]),
@@ -331,7 +339,7 @@ def main() -> int:
         "wall_time_s": wall,
         "device": "CPU, 2 cores (shared), torch 2.11, float32 (weights stored in float16)",
         "losses": summary,
-        "training_config": {k: stage2.get(k) for k in ("face", "motion", "objective", "optim", "trainable", "trainer")},
+        "training_config": {k: stage2.get(k) for k in TRAINING_CONFIG_KEYS},
         "vae": {
             "what": "AutoencoderKLWan, z 16, spatial stride 8, no temporal compression (per frame), base 16, "
             "dim_mult [1,2,2,2], Wan2.2 residual blocks",

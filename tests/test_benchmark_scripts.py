@@ -242,11 +242,9 @@ def test_package_demo_adds_heldout_scores_to_a_packaged_card(tmp_path, monkeypat
         module.main()
 
 
-def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
-    """examples/package_demo.py --continued: the continuation's export becomes the model (float16), its curve is
-    kept under a new name, the card records it under `continued` and keeps the rest; a missing export is refused."""
-    from safetensors.torch import load_file
-
+def _packaging_sandbox(tmp_path, monkeypatch, card: dict, data: dict, targets_name: str):
+    """package_demo.py with its package and curve folders in tmp_path: the module, a random demo, those folders,
+    shards whose synthtalk.json is ``data`` and an empty targets record named ``targets_name``."""
     from fantasytalking.testing import make_random_demo
 
     module = load_example("package_demo")
@@ -255,17 +253,28 @@ def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
     assets.mkdir()
     monkeypatch.setattr(module, "ASSETS", assets)
     monkeypatch.setattr(module, "CURVES", curves)
-    (assets / "card.json").write_text(json.dumps({"seed": 0, "losses": {"stage2": {"steps": 1800}}}))
+    (assets / "card.json").write_text(json.dumps(card))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "synthtalk.json").write_text(json.dumps(data))
+    targets = tmp_path / targets_name
+    targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {},
+                                   "rows": []}))  # fmt: skip
+    return module, demo, assets, curves, shards, targets
+
+
+def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):
+    """examples/package_demo.py --continued: the continuation's export becomes the model (float16), its curve is
+    kept under a new name, the card records it under `continued` and keeps the rest; a missing export is refused."""
+    from safetensors.torch import load_file
+
+    module, demo, assets, curves, shards, targets = _packaging_sandbox(
+        tmp_path, monkeypatch, {"seed": 0, "losses": {"stage2": {"steps": 1800}}},
+        {"clips": 4, "num_frames": 17, "pause_share": 0.25}, "demo-targets-2026-12-02-3.json")
     run = tmp_path / "run"
     (run / "lightning_logs" / "version_0").mkdir(parents=True)
     (run / "lightning_logs" / "version_0" / "hparams.yaml").write_text("{}\n")
     (run / "lightning_logs" / "version_0" / "metrics.csv").write_text("step,train/loss\n9,0.2\n19,0.1\n")
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "pause_share": 0.25}))
-    targets = tmp_path / "demo-targets-2026-12-02-3.json"
-    targets.write_text(json.dumps({"date": "2026-12-02", "commit": "abc", "checks": {}, "generation": {},
-                                   "rows": []}))  # fmt: skip
     argv = ["package_demo.py", "--continued", str(run), "--continued-shards", str(shards), "--targets", str(targets)]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="did not finish"):
@@ -287,29 +296,17 @@ def test_package_demo_packages_a_rerun_of_both_stages(tmp_path, monkeypatch):
     under the run's name, the card takes the run's data and losses, keeps the VAE and summarises the old model."""
     from safetensors.torch import load_file
 
-    from fantasytalking.testing import make_random_demo
-
-    module = load_example("package_demo")
-    demo = make_random_demo(tmp_path / "demo")
-    assets, curves = tmp_path / "assets", tmp_path / "curves"
-    assets.mkdir()
-    monkeypatch.setattr(module, "ASSETS", assets)
-    monkeypatch.setattr(module, "CURVES", curves)
     old_card = {"seed": 0, "command": "old", "vae": {"what": "the VAE"}, "wall_time_s": {"vae": 100, "stage1": 5},
                 "losses": {"vae": {"steps": 400}, "stage2": {"steps": 1800}}, "continued": [{"command": "c"}]}  # fmt: skip
-    (assets / "card.json").write_text(json.dumps(old_card))
+    module, demo, assets, curves, shards, targets = _packaging_sandbox(
+        tmp_path, monkeypatch, old_card, {"clips": 4, "num_frames": 17, "size": 96, "identities": 4},
+        "demo-targets-2026-12-04-3.json")
     run = tmp_path / "joint"
     for name, rows in (("stage1", "9,0.5\n19,0.3\n"), ("stage2", "9,0.2\n19,0.1\n29,0.05\n")):
         logs = run / name / "lightning_logs" / "version_0"
         logs.mkdir(parents=True)
         (logs / "hparams.yaml").write_text("{}\n")
         (logs / "metrics.csv").write_text("step,train/loss\n" + rows)
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "size": 96, "identities": 4}))
-    targets = tmp_path / "demo-targets-2026-12-04-3.json"
-    targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {},
-                                   "rows": []}))  # fmt: skip
     argv = ["package_demo.py", "--stages", str(run), "--stages-shards", str(shards), "--targets", str(targets)]
     monkeypatch.setattr(sys, "argv", argv)
     (run / "stage2" / "conditioning.safetensors").write_bytes((demo / "model.safetensors").read_bytes())
@@ -337,20 +334,10 @@ def test_package_demo_packages_a_decoder_fine_tune_and_refuses_a_changed_encoder
 
     from diffusers import AutoencoderKLWan
 
-    from fantasytalking.testing import make_random_demo
-
-    module = load_example("package_demo")
-    demo = make_random_demo(tmp_path / "demo")
-    assets, curves = tmp_path / "assets", tmp_path / "curves"
+    module, demo, assets, curves, shards, targets = _packaging_sandbox(
+        tmp_path, monkeypatch, {"seed": 0, "vae": {"command": "step 2b"}}, {"clips": 4, "num_frames": 17, "seed": 0},
+        "demo-targets-2026-12-04.json")
     shutil.copytree(demo / "vae", assets / "vae")
-    monkeypatch.setattr(module, "ASSETS", assets)
-    monkeypatch.setattr(module, "CURVES", curves)
-    (assets / "card.json").write_text(json.dumps({"seed": 0, "vae": {"command": "step 2b"}}))
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    (shards / "synthtalk.json").write_text(json.dumps({"clips": 4, "num_frames": 17, "seed": 0}))
-    targets = tmp_path / "demo-targets-2026-12-04.json"
-    targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {}, "rows": []}))
 
     def run_with(change: str, name: str) -> Path:
         vae = AutoencoderKLWan.from_pretrained(str(demo / "vae"))

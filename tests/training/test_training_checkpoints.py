@@ -26,6 +26,7 @@ from fantasytalking.training import (
     export_conditioning,
     load_into_pipeline,
     read_export,
+    read_export_config,
     tiny_pipeline,
 )
 from fantasytalking.training.module import is_pretrained_key
@@ -163,6 +164,7 @@ def test_exported_checkpoint_loads_into_the_inference_pipeline(tmp_path, mode):
     assert "blocks.0.cross_attn.processor.branches.face.k_proj.weight" in tensors and "motion.raw_low" in tensors
     assert config["audio"]["mode"] == "frame" and config["training"]["stage"] == "stage2"
     assert any(k.startswith("lora.") for k in tensors) == (mode == "lora")
+    assert read_export_config(path) == config  # the metadata alone, as read_export gives it
     # the same file from the in-memory module
     again = export_conditioning(module, tmp_path / "again.safetensors")
     assert load_file(again).keys() == tensors.keys()
@@ -210,6 +212,8 @@ def test_exported_checkpoint_loads_into_the_inference_pipeline(tmp_path, mode):
         save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
         with pytest.raises(WeightsError, match="not a FantasyTalking conditioning export"):
             load_into_pipeline(tiny_pipeline(), tmp_path / "other.safetensors")
+        with pytest.raises(WeightsError, match="not a FantasyTalking conditioning export"):
+            read_export_config(tmp_path / "other.safetensors")
 
 
 def _metadata(path: Path) -> dict[str, str]:

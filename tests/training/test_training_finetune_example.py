@@ -128,7 +128,7 @@ def test_export_model_flags_rebuild_the_exported_conditioners(monkeypatch):
     # an export trained without the face conditioner (the paper's ablation) is rebuilt without it
     import fantasytalking.training.export as export
 
-    monkeypatch.setattr(export, "read_export", lambda path: ({}, {"conditioners": {"motion": {}}}))
+    monkeypatch.setattr(export, "read_export_config", lambda path: {"conditioners": {"motion": {}}})
     assert module.export_model_flags(packaged) == ["--model.init_args.face", "null"]
 
 

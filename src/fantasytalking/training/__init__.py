@@ -28,6 +28,7 @@ from fantasytalking.training.export import (
     export_conditioning,
     load_into_pipeline,
     read_export,
+    read_export_config,
 )
 from fantasytalking.training.module import (
     FantasyTalkingModule,
@@ -80,6 +81,7 @@ __all__ = [
     "load_into_pipeline",
     "masked_mean",
     "read_export",
+    "read_export_config",
     "sample_sigmas",
     "shift_sigmas",
     "step_generator",

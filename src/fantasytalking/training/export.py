@@ -129,13 +129,22 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, *, use_ema: bool
 
 def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and config of an exported file; a file of another kind is a :class:`WeightsError`."""
+    return _read(path, tensors=True)
+
+
+def read_export_config(path: str | Path) -> dict[str, Any]:
+    """The config of an exported file, without reading its tensors (checked as :func:`read_export` checks it)."""
+    return _read(path, tensors=False)[1]
+
+
+def _read(path: str | Path, *, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"conditioning weights {path} do not exist; export them with export_checkpoint.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iter)
+            state = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}  # noqa: SIM118
     except Exception as err:
         raise WeightsError(f"cannot read {path} as safetensors ({type(err).__name__}); re-export it.") from None
     if metadata.get("format") != EXPORT_FORMAT:
@@ -143,7 +152,7 @@ def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
                            "use export_checkpoint on a training checkpoint.")  # fmt: skip
     if int(metadata.get("format_version", 0)) > EXPORT_FORMAT_VERSION:
         raise WeightsError(f"{path} has export format {metadata['format_version']}; update fantasytalking to read it.")
-    return tensors, json.loads(metadata["config"])
+    return state, json.loads(metadata["config"])
 
 
 def _take(remaining: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
