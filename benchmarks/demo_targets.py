@@ -82,6 +82,17 @@ STAGE1_ROW = "stage one only, own speech"
 ABLATION_ROW = "trained without the face conditioner, own speech"
 MOTION_LEVELS = (0.1, 0.5, 1.0)
 MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
+#: The comparative targets: (check, row expected LOWER, row expected HIGHER, measure). Each gets the paired
+#: difference over the clips both rows scored (``paired_evidence``), since a difference of means over 8 clips can
+#: be noise: the measures vary far more between clips than between models.
+PAIRED_TARGETS = (
+    ("identity error: with face < without", "full model, own speech", FACE_OFF_ROW, "identity_error"),
+    ("identity error: full < trained without face", "full model, own speech", ABLATION_ROW, "identity_error"),
+    ("stage one < stage one + two", STAGE1_ROW, "full model, own speech", "lipsync"),
+    ("motion 0.1 < 0.5 < 1.0", MOTION_ROWS[0], MOTION_ROWS[-1], "head_motion"),
+)
+#: Confidence of the interval of a paired difference.
+CONFIDENCE = 0.95
 #: ``--only`` keys, in the order the rows run.
 ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "motion", "stage1", "vae", "reference")
 
@@ -149,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="an earlier demo-targets-*.json of the same model and settings: the rows not re-run")
     p.add_argument("--reference-only", action="store_true",
                    help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
+    p.add_argument("--compare", nargs=2, metavar=("LOWER", "HIGHER"), default=None,
+                   help="only print the paired difference of two rows of records, each RECORD.json#ROW NAME (e.g. "
+                   "two training seeds, or a model against another's ablation row), on --measure")  # fmt: skip
+    p.add_argument("--measure", default="identity_error", help="the per-clip measure of --compare")
     args = p.parse_args(argv)
+    if args.compare:
+        return compare_rows(*args.compare, measure=args.measure)
     args.header = record_header()  # the commit of the code that runs, read before the tree can change
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(reuse[n] for n in names if n in reuse)
 
     checks = target_checks({r["name"]: r for r in rows})
+    args.evidence = paired_evidence({r["name"]: r for r in rows})
     model = full if full is not None else pipeline(args.model)  # the conditioner is read, not run: seconds
     if "motion" in model.conditioning:
         args.motion_embedding = motion_embedding_spread(model.conditioning["motion"], args.motion_gain)
@@ -329,6 +347,70 @@ def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
     if STAGE1_ROW in by:
         checks["stage one < stage one + two"] = (by[STAGE1_ROW]["lipsync"] or 0) < (f["lipsync"] or 0)
     return checks
+
+
+def paired_difference(low: dict[str, Any], high: dict[str, Any], measure: str) -> dict[str, Any] | None:
+    """``high - low`` of ``measure`` clip by clip over the clips both rows scored (by clip key): the mean, its
+    two-sided t interval at ``CONFIDENCE`` and on how many clips it is positive (the target's direction). None
+    when fewer than 2 clips have both values."""
+    from scipy import stats
+
+    lows = {c["key"]: c.get(measure) for c in low.get("per_clip", [])}
+    d = np.array([c[measure] - lows[c["key"]] for c in high.get("per_clip", [])
+                  if c.get(measure) is not None and lows.get(c["key"]) is not None], np.float64)  # fmt: skip
+    if d.size < 2:
+        return None
+    mean_d = float(d.mean())
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return {"measure": measure, "lower_row": low["name"], "higher_row": high["name"], "clips": int(d.size),
+            "mean": mean_d, "interval": [mean_d - half, mean_d + half], "confidence": CONFIDENCE,
+            "positive_clips": int((d > 0).sum()), "resolved": bool(mean_d - half > 0 or mean_d + half < 0)}  # fmt: skip
+
+
+def paired_evidence(by: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``paired_difference`` of each comparative target whose two rows are there (``PAIRED_TARGETS``)."""
+    out = {}
+    for check, low, high, measure in PAIRED_TARGETS:
+        if low in by and high in by and (d := paired_difference(by[low], by[high], measure)) is not None:
+            out[check] = d
+    return out
+
+
+def evidence_text(d: dict[str, Any]) -> str:
+    """One table cell: the paired difference in the target's direction, its interval and the clip count."""
+    lo, hi = d["interval"]
+    verdict = ("within noise (the interval holds 0)" if not d["resolved"]
+               else "decided FOR the target" if lo > 0 else "decided AGAINST the target")  # fmt: skip
+    return (f"{d['mean']:+.4f} ({d['confidence']:.0%} CI {lo:+.4f} to {hi:+.4f}), in the target's direction on "
+            f"{d['positive_clips']} of {d['clips']} clips: {verdict}")
+
+
+def compare_rows(lower: str, higher: str, measure: str = "identity_error") -> int:
+    """Print ``paired_difference`` of two record rows named ``RECORD.json#ROW`` (HIGHER - LOWER, clip by clip;
+    the rows must share their clips, generation settings and VAE); 0 (the exit code)."""
+    rows, settings = [], []
+    for spec in (lower, higher):
+        path, _, name = spec.partition("#")
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass RECORD.json#ROW NAME.") from None
+        found = [r for r in record["rows"] if r["name"] == name]
+        if not found:
+            raise SystemExit(f"demo_targets: {path} has no row {name!r}; its rows: "
+                             + ", ".join(repr(r["name"]) for r in record["rows"]))  # fmt: skip
+        rows.append(found[0])
+        settings.append((record["generation"], record.get("vae_sha256"), record["heldout"]))
+    if settings[0] != settings[1]:
+        raise SystemExit("demo_targets: the two records differ in generation settings, VAE or held-out split; "
+                         "compare rows measured the same way.")  # fmt: skip
+    if [c["key"] for c in rows[0]["per_clip"]] != [c["key"] for c in rows[1]["per_clip"]]:
+        raise SystemExit("demo_targets: the two rows scored other clips; measure both with the same --clips.")
+    d = paired_difference(rows[0], rows[1], measure)
+    if d is None:
+        raise SystemExit(f"demo_targets: fewer than 2 clips have {measure!r} in both rows.")
+    print(f"{measure}: {higher} - {lower}: {evidence_text(d)}")
+    return 0
 
 
 def control_sentences(clips: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -416,7 +498,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
         "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
-        "targets": TARGETS, "checks": checks, "rows": rows,
+        "targets": TARGETS, "checks": checks, "evidence": getattr(args, "evidence", None) or {}, "rows": rows,
         "motion_embedding": getattr(args, "motion_embedding", None),
         "motion_gain": args.motion_gain,
     }  # fmt: skip
@@ -455,8 +537,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += table_rows(report)
     if report["checks"]:
-        lines += ["", "| target | holds |", "|---|---|"]
-        lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in report["checks"].items()]
+        evidence = report.get("evidence") or {}
+        lines += ["", "| target | holds | paired difference over clips (higher row - lower row) |", "|---|---|---|"]
+        lines += [f"| {k} | {'yes' if v else 'no'} | {evidence_text(evidence[k]) if k in evidence else '–'} |"
+                  for k, v in report["checks"].items()]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -95,6 +95,10 @@ def test_demo_targets_smoke(tmp_path):
     # the face part of the identity error, per row and per clip (not a target: the part a face branch can move)
     assert all(row["identity_face_error"] is not None for row in report["rows"])
     assert "Identity error of the face alone" in path.with_suffix(".md").read_text()
+    # the comparative targets carry their paired difference over the clips (2 clips here; 1 for motion: none)
+    assert report["evidence"]["identity error: with face < without"]["clips"] == 2
+    assert "motion 0.1 < 0.5 < 1.0" not in report["evidence"]  # one clip per motion row: no interval
+    assert "paired difference over clips" in path.with_suffix(".md").read_text()
     # in this process (no second interpreter start): the reference row alone, under its own name
     script = load_script("demo_targets")
     assert script.main([*command[2:], "--reference-only", "--out", str(tmp_path / "ref")]) == 0
@@ -153,6 +157,51 @@ def test_demo_targets_control_sentence_is_the_least_correlated_clip():
     assert script.control_sentences([clip], pool)["a"]["key"] == "orthogonal"  # |r| = 1 for both the others
     with pytest.raises(SystemExit, match="at least two"):
         script.control_sentences([clip], [clip])
+
+
+def test_demo_targets_paired_evidence(tmp_path, capsys):
+    """Each comparative target gets the clip-by-clip difference of its two rows, with a t interval: a difference
+    of means that the clips' spread swamps is 'within noise', a consistent one is resolved."""
+    script = load_script("demo_targets")
+
+    def row(name, values, measure="identity_error"):
+        return {"name": name, "per_clip": [{"key": f"c{i}", measure: v} for i, v in enumerate(values)]}
+
+    full = row("full model, own speech", [0.05, 0.15, 0.06, 0.09])
+    consistent = row(script.FACE_OFF_ROW, [0.06, 0.16, 0.07, 0.10])  # 0.01 higher on every clip
+    noisy = row(script.ABLATION_ROW, [0.07, 0.14, 0.07, 0.08])  # +0.02, -0.01, +0.01, -0.01: mean +0.0025
+    ev = script.paired_evidence({r["name"]: r for r in (full, consistent, noisy)})
+    assert set(ev) == {"identity error: with face < without", "identity error: full < trained without face"}
+    on_off = ev["identity error: with face < without"]
+    assert on_off["mean"] == pytest.approx(0.01) and on_off["positive_clips"] == 4 and on_off["resolved"]
+    assert on_off["interval"][0] == pytest.approx(0.01) and on_off["clips"] == 4  # no spread: a zero-width interval
+    assert "decided FOR the target" in script.evidence_text(on_off)
+    against = script.paired_difference(consistent, full, "identity_error")  # the rows swapped
+    assert against["resolved"] and "decided AGAINST the target" in script.evidence_text(against)
+    ablation = ev["identity error: full < trained without face"]
+    assert ablation["mean"] == pytest.approx(0.0025) and ablation["positive_clips"] == 2
+    assert not ablation["resolved"] and ablation["interval"][0] < 0 < ablation["interval"][1]
+    assert "within noise" in script.evidence_text(ablation) and "2 of 4 clips" in script.evidence_text(ablation)
+    # clips are paired by key (rows may list them in another order); fewer than 2 shared clips give no evidence
+    shuffled = {**consistent, "per_clip": consistent["per_clip"][::-1]}
+    assert script.paired_difference(full, shuffled, "identity_error")["mean"] == pytest.approx(0.01)
+    assert script.paired_difference(full, row("x", [0.2]), "identity_error") is None
+    # --compare: two rows of two records (e.g. two training seeds), paired the same way; nothing is written
+    header = {"generation": {"num_inference_steps": 20}, "vae_sha256": "v", "heldout": "h"}
+    (tmp_path / "a.json").write_text(json.dumps({**header, "rows": [full]}))
+    (tmp_path / "b.json").write_text(json.dumps({**header, "rows": [consistent]}))
+    assert script.main(["--compare", f"{tmp_path}/a.json#{full['name']}", f"{tmp_path}/b.json#{consistent['name']}"]) == 0
+    assert "+0.0100" in capsys.readouterr().out and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    with pytest.raises(SystemExit, match="has no row 'nope'"):
+        script.main(["--compare", f"{tmp_path}/a.json#nope", f"{tmp_path}/b.json#{consistent['name']}"])
+    (tmp_path / "b.json").write_text(json.dumps({**header, "heldout": "other", "rows": [consistent]}))
+    with pytest.raises(SystemExit, match="measured the same way"):
+        script.main(["--compare", f"{tmp_path}/a.json#{full['name']}", f"{tmp_path}/b.json#{consistent['name']}"])
+    # lip sync: stage one is the LOWER row, the full model the higher
+    stage1 = row(script.STAGE1_ROW, [0.0, 0.1, -0.1, 0.05], "lipsync")
+    lips = row("full model, own speech", [0.7, 0.6, 0.8, 0.65], "lipsync")
+    ev = script.paired_evidence({r["name"]: r for r in (stage1, lips)})
+    assert ev["stage one < stage one + two"]["mean"] == pytest.approx(0.675) and ev["stage one < stage one + two"]["resolved"]
 
 
 def test_demo_targets_checks_cover_the_rows_there_are():
