@@ -124,6 +124,15 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndar
     return out
 
 
+def shards_name(path: str | Path) -> str:
+    """How a record's title names the clips it scored: the held-out split, or the split its shards say."""
+    meta = Path(path) / "synthtalk.json"
+    split = json.loads(meta.read_text()).get("split") if meta.is_file() else None
+    if split in (None, "heldout"):
+        return "the SynthTalk held-out split"
+    return f"SynthTalk {split} clips ({path}; identities the model was trained on)"
+
+
 def mean(values: list[Any]) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -527,7 +536,7 @@ def markdown(report: dict[str, Any]) -> str:
                  "frames.", ""]  # fmt: skip
         return "\n".join(lines + table_rows(report)) + "\n"
     lines = [
-        f"Demo model on the SynthTalk held-out split: {report['date']}, commit {report['commit']}, "
+        f"Demo model on {shards_name(report['heldout'])}: {report['date']}, commit {report['commit']}, "
         f"{report['device']}; {report['rows'][0]['clips']} clips of {report['generation']['max_frames']} frames, "
         f"{report['generation']['num_inference_steps']} steps, audio CFG {report['generation']['audio_cfg']}, "
         + (f"segments of {report['generation']['segment_frames']} frames." if report["generation"]["segment_frames"]

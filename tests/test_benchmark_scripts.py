@@ -159,6 +159,18 @@ def test_demo_targets_control_sentence_is_the_least_correlated_clip():
         script.control_sentences([clip], [clip])
 
 
+def test_demo_targets_title_names_the_split_it_scored(tmp_path):
+    """A record made on training shards says so in its title; the held-out split (or unknown shards) is the default."""
+    script = load_script("demo_targets")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "synthtalk.json").write_text(json.dumps({"split": "train"}))
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "synthtalk.json").write_text(json.dumps({"split": "heldout"}))
+    assert "train clips" in script.shards_name(tmp_path / "train")
+    assert script.shards_name(tmp_path / "heldout") == "the SynthTalk held-out split"
+    assert script.shards_name(tmp_path / "missing") == "the SynthTalk held-out split"
+
+
 def test_demo_targets_paired_evidence(tmp_path, capsys):
     """Each comparative target gets the clip-by-clip difference of its two rows, with a t interval: a difference
     of means that the clips' spread swamps is 'within noise', a consistent one is resolved."""

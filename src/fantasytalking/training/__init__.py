@@ -38,6 +38,7 @@ from fantasytalking.training.module import (
     TrainingLoss,
 )
 from fantasytalking.training.objective import (
+    degrade_reference,
     flow_matching_pair,
     latent_lip_mask,
     masked_mean,
@@ -73,6 +74,7 @@ __all__ = [
     "attach_motion",
     "build_pipeline",
     "conditioning_tensors",
+    "degrade_reference",
     "demo_pipeline",
     "export_checkpoint",
     "export_conditioning",

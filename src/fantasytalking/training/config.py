@@ -106,6 +106,22 @@ class ObjectiveConfig:
     # for later runs and the next stage. Posterior modes only: not with sample_latents.
     cache_encodes: bool = False
     cache_dir: str | None = None
+    # Reference drift (ours, not the paper's): with this probability per clip the reference frame that makes the
+    # image condition (y and the CLIP tokens) is a drifted copy (objective.degrade_reference: VAE round trips,
+    # blur, colour shift) while the target video keeps the true identity, so the identity must come from the
+    # face tokens, as it must when a generated segment's last frame is the next segment's reference.
+    # 0 (default): the reference as is; the draws are then not made, so older recipes draw as before.
+    reference_degrade_p: float = 0.0
+    reference_colour_std: float = 0.05  # std of the per-channel gain and offset ([-1, 1] units)
+    reference_blur_max: float = 1.0  # largest Gaussian blur, pixels
+    reference_round_trips_max: int = 2  # most VAE round trips
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.reference_degrade_p <= 1.0:
+            raise ValueError(f"objective.reference_degrade_p must lie in [0, 1], got {self.reference_degrade_p}")
+        if self.reference_colour_std < 0 or self.reference_blur_max < 0 or self.reference_round_trips_max < 0:
+            raise ValueError("objective.reference_colour_std, reference_blur_max and reference_round_trips_max "
+                             "must not be negative")  # fmt: skip
 
 
 @dataclass

@@ -64,6 +64,7 @@ from fantasytalking.training.config import (
 from fantasytalking.training.encode_cache import EncodeCache
 from fantasytalking.training.lora import inject_lora
 from fantasytalking.training.objective import (
+    degrade_reference,
     flow_matching_pair,
     latent_lip_mask,
     masked_mean,
@@ -457,6 +458,7 @@ class FantasyTalkingModule(pl.LightningModule):
                 y = self.pipe.encode_condition(first, num_frames, device).float()  # (B, 20, F, h, w)
                 clip = self.pipe.encode_image(first, device, torch.float32)  # (B, S_img, image_dim)
                 self.store_encodes(keys, latents, y, clip)
+            y, clip = self.degrade_reference_condition(first, y, clip, generator)
         keep = self.draw_dropout(batch_size, generator)
         keep_image = keep["image"].to(device)
         y = y * keep_image.view(-1, 1, 1, 1, 1).to(y.dtype)  # dropped image: no frame given, zero latent
@@ -471,6 +473,43 @@ class FantasyTalkingModule(pl.LightningModule):
         branches, time_embedding = self.conditioning.to_backbone(conditions)
         return TrainingInputs(latents=latents, image_condition=y, image_tokens=clip, text=text, branches=branches,
                               time_embedding=time_embedding, num_frames=num_frames, keep=keep)  # fmt: skip
+
+    def degrade_reference_condition(
+        self, first: torch.Tensor, y: torch.Tensor, clip: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image condition ``y (B, m + z, F, h, w)`` and CLIP tokens ``clip (B, S, D)`` with the reference of
+        each clip picked (probability ``objective.reference_degrade_p``) replaced by a drifted copy
+        (:func:`~fantasytalking.training.objective.degrade_reference`); the target latents stay the clip's own.
+
+        Only latent frame 0 of ``y`` is re-encoded: a causal VAE's first latent frame sees the first video frame
+        alone, and the latents of the zero frames after it are kept (the demo VAE's do not depend on the first
+        frame at all; Wan's carry a trace of it through the causal cache).
+        """
+        cfg = self.objective_config
+        if cfg.reference_degrade_p <= 0:
+            return y, clip  # no draws: older recipes keep their random streams
+        pick = torch.rand(first.shape[0], generator=generator) < cfg.reference_degrade_p  # (B,)
+        if not pick.any():
+            return y, clip
+        drifted = degrade_reference(first[pick.to(first.device)], generator, colour_std=cfg.reference_colour_std,
+                                    blur_max=cfg.reference_blur_max, round_trips_max=cfg.reference_round_trips_max,
+                                    round_trip=self.vae_round_trip)  # fmt: skip  (b, 3, H, W)
+        pick = pick.to(y.device)
+        mask_channels = self.pipe.vae_scale_factor_temporal  # y = [mask, latents]
+        frame0 = self.pipe.encode_video(drifted[:, :, None].to(self.device)).to(y.dtype)  # (b, z, 1, h, w)
+        y = y.clone()
+        y[pick, mask_channels:, :1] = frame0
+        clip = clip.clone()
+        clip[pick] = self.pipe.encode_image(drifted.to(self.device), self.device, clip.dtype)  # (b, S, D)
+        return y, clip
+
+    def vae_round_trip(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(B, 3, H, W)`` in ``[-1, 1]`` through the VAE's encode (mode) and decode, as the
+        frames of a generated segment are."""
+        vae = self.pipe.vae
+        vae_device = next(vae.parameters()).device
+        latent = vae.encode(frames[:, :, None].to(vae_device, vae.dtype)).latent_dist.mode()  # (B, z, 1, h, w)
+        return vae.decode(latent).sample[:, :, 0].float().to(frames.device)  # (B, 3, H, W)
 
     def _encode_cache(self) -> EncodeCache | None:
         cfg = self.objective_config

@@ -14,9 +14,12 @@ resumed run draw exactly what the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 NUM_TRAIN_TIMESTEPS = 1000  # timestep = 1000 * sigma, as in inference
 
@@ -95,3 +98,38 @@ def masked_mean(error: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> t
     weighted = (error * mask).flatten(1).sum(dim=1)  # (B,)
     area = (mask.flatten(1).sum(dim=1) * error.shape[1]).clamp_min(eps)  # (B,) mask cells x channels
     return weighted / area
+
+
+def degrade_reference(
+    frames: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    colour_std: float,
+    blur_max: float,
+    round_trips_max: int,
+    round_trip: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A drifted copy of reference frames ``(B, 3, H, W)`` in ``[-1, 1]``, as the last frame of a generated segment
+    is when it becomes the next segment's reference (``ObjectiveConfig.reference_degrade_p``).
+
+    Per frame, in this order: ``k ~ U{0..round_trips_max}`` passes through ``round_trip`` (the VAE's decode of its
+    encode), a Gaussian blur of standard deviation ``~ U(0, blur_max)`` pixels, then a colour shift
+    ``x * (1 + g) + o`` with ``g, o ~ N(0, colour_std)`` per RGB channel (in units of the ``[-1, 1]`` range's half).
+    Every draw comes from ``generator``, and the number of draws does not depend on the values drawn.
+    """
+    batch = frames.shape[0]
+    rounds = torch.randint(0, round_trips_max + 1, (batch,), generator=generator)  # (B,)
+    sigmas = torch.rand(batch, generator=generator) * blur_max  # (B,) pixels
+    gain = 1 + colour_std * torch.randn(batch, 3, 1, 1, generator=generator)  # (B, 3, 1, 1)
+    offset = colour_std * torch.randn(batch, 3, 1, 1, generator=generator)  # (B, 3, 1, 1)
+    out = frames.float().clone()
+    if round_trip is not None:
+        for k in range(1, int(rounds.max()) + 1):
+            pick = rounds >= k  # (B,) frames that still take a round trip
+            out[pick] = round_trip(out[pick]).float().clamp(-1, 1)
+    for i, sigma in enumerate(sigmas.tolist()):
+        if sigma > 0.05:  # below that a 3-tap kernel is the identity to float precision
+            radius = max(1, math.ceil(3 * sigma))
+            out[i] = TF.gaussian_blur(out[i], [2 * radius + 1, 2 * radius + 1], [sigma, sigma])
+    out = out * gain.to(out.device) + offset.to(out.device)
+    return out.clamp(-1, 1).to(frames.dtype)
