@@ -124,12 +124,19 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndar
     return out
 
 
-def shards_name(path: str | Path) -> str:
-    """How a record's title names the clips it scored: the held-out split, or the split its shards say."""
+def shards_split(path: str | Path) -> str | None:
+    """The split SynthTalk shards say they are (``synthtalk.json``), or None when they do not say."""
     meta = Path(path) / "synthtalk.json"
-    split = json.loads(meta.read_text()).get("split") if meta.is_file() else None
-    if split in (None, "heldout"):
+    return json.loads(meta.read_text()).get("split") if meta.is_file() else None
+
+
+def shards_name(path: str | Path, split: str | None = None) -> str:
+    """How a record's title names the clips it scored (``split``: the record's, else read from the shards)."""
+    split = split or shards_split(path)
+    if split == "heldout":
         return "the SynthTalk held-out split"
+    if split is None:
+        return f"SynthTalk clips from {path} (split not recorded)"
     return f"SynthTalk {split} clips ({path}; identities the model was trained on)"
 
 
@@ -504,7 +511,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         "ablation": str(args.ablation) if args.ablation else None,
         "ablation_sha256": file_sha256(args.ablation) if args.ablation and args.ablation.exists() else None,
         "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
-        "heldout": str(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
+        "heldout": str(args.heldout), "split": shards_split(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "evidence": paired_evidence({r["name"]: r for r in rows}), "rows": rows,
         "motion_embedding": getattr(args, "motion_embedding", None),
@@ -536,7 +543,7 @@ def markdown(report: dict[str, Any]) -> str:
                  "frames.", ""]  # fmt: skip
         return "\n".join(lines + table_rows(report)) + "\n"
     lines = [
-        f"Demo model on {shards_name(report['heldout'])}: {report['date']}, commit {report['commit']}, "
+        f"Demo model on {shards_name(report['heldout'], report.get('split'))}: {report['date']}, commit {report['commit']}, "
         f"{report['device']}; {report['rows'][0]['clips']} clips of {report['generation']['max_frames']} frames, "
         f"{report['generation']['num_inference_steps']} steps, audio CFG {report['generation']['audio_cfg']}, "
         + (f"segments of {report['generation']['segment_frames']} frames." if report["generation"]["segment_frames"]

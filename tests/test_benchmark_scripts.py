@@ -71,7 +71,9 @@ def test_demo_targets_smoke(tmp_path):
     assert {"motion 0.1", "motion 0.5", "motion 1.0", "full model, face conditioner off"} <= set(names)
     assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "another sentence <= 0.15",
                                      "motion 0.1 < 0.5 < 1.0"}  # fmt: skip
-    assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith("Demo model")
+    assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith(
+        "Demo model on the SynthTalk held-out split")
+    assert report["split"] == "heldout"  # read from the shards' synthtalk.json
     by = {row["name"]: row for row in report["rows"]}
     assert set(report["motion_embedding"]["norms"]) == {"0.1", "0.5", "1.0"}  # the conditioner, read directly
     # the motion rows (only they request a non-default motion) carry the gain they were measured at
@@ -160,7 +162,7 @@ def test_demo_targets_control_sentence_is_the_least_correlated_clip():
 
 
 def test_demo_targets_title_names_the_split_it_scored(tmp_path):
-    """A record made on training shards says so in its title; the held-out split (or unknown shards) is the default."""
+    """A record names the split it scored in its title: the held-out split, training clips, or not recorded."""
     script = load_script("demo_targets")
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "synthtalk.json").write_text(json.dumps({"split": "train"}))
@@ -168,7 +170,9 @@ def test_demo_targets_title_names_the_split_it_scored(tmp_path):
     (tmp_path / "heldout" / "synthtalk.json").write_text(json.dumps({"split": "heldout"}))
     assert "train clips" in script.shards_name(tmp_path / "train")
     assert script.shards_name(tmp_path / "heldout") == "the SynthTalk held-out split"
-    assert script.shards_name(tmp_path / "missing") == "the SynthTalk held-out split"
+    assert "split not recorded" in script.shards_name(tmp_path / "missing")
+    assert script.shards_name(tmp_path / "missing", "heldout") == "the SynthTalk held-out split"  # the record's
+    assert script.shards_split(tmp_path / "train") == "train" and script.shards_split(tmp_path / "missing") is None
 
 
 def test_demo_targets_paired_evidence(tmp_path, capsys):

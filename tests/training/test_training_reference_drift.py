@@ -86,26 +86,59 @@ def test_drifted_reference_changes_the_condition_and_not_the_target():
 
     ref, got = _inputs(clean, batch), _inputs(drift, batch)
     torch.testing.assert_close(got.latents, ref.latents)  # the target keeps the true identity
-    m = drift.pipe.vae_scale_factor_temporal
-    torch.testing.assert_close(got.image_condition[:, :m], ref.image_condition[:, :m])  # the mask
-    torch.testing.assert_close(got.image_condition[:, m:, 1:], ref.image_condition[:, m:, 1:])  # the zero frames
     for i in range(2):  # every clip's reference drifted (p = 1)
-        assert not torch.allclose(got.image_condition[i, m:, 0], ref.image_condition[i, m:, 0], atol=1e-4)
+        assert not torch.allclose(got.image_condition[i], ref.image_condition[i], atol=1e-4)
         assert not torch.allclose(got.image_tokens[i], ref.image_tokens[i], atol=1e-4)
 
-    # Frame 0 of y is what the whole condition encode of the drifted frame gives there (a causal VAE's first
-    # latent frame sees the first video frame alone), and the CLIP tokens are the drifted frame's.
-    cfg = drift.objective_config
-    g = torch.Generator().manual_seed(0)
-    torch.rand(2, generator=g)  # the pick
-    first = batch["video"][:, :, 0]
-    drifted = degrade_reference(first, g, colour_std=cfg.reference_colour_std, blur_max=cfg.reference_blur_max,
-                                round_trips_max=cfg.reference_round_trips_max, round_trip=drift.vae_round_trip)  # fmt: skip
+    # The tiny VAE carries the first frame into later latent frames (as Wan's causal cache does), so the whole
+    # condition is the drifted frame's, exactly as segmented inference encodes it; the CLIP tokens are its too.
+    assert not drift.condition_sees_first_frame_only()
+    drifted = _drifted(drift, batch)
     with torch.no_grad():
         whole = drift.pipe.encode_condition(drifted, batch["video"].shape[2], drift.device)
         tokens = drift.pipe.encode_image(drifted, drift.device, torch.float32)
-    torch.testing.assert_close(got.image_condition[:, m:, 0], whole[:, m:, 0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got.image_condition, whole, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got.image_tokens, tokens, atol=1e-5, rtol=1e-4)
+
+    # A VAE whose later latent frames ignore the first frame (the demo's) gets latent frame 0 alone re-encoded:
+    # it equals the whole encode's frame 0, and the rest of y is the clean condition's.
+    drift._condition_frame0_only = True
+    fast = _inputs(drift, batch)
+    m = drift.pipe.vae_scale_factor_temporal
+    torch.testing.assert_close(fast.image_condition[:, m:, 0], whole[:, m:, 0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fast.image_condition[:, :m], ref.image_condition[:, :m])  # the mask
+    torch.testing.assert_close(fast.image_condition[:, m:, 1:], ref.image_condition[:, m:, 1:])
+
+
+def _drifted(module, batch, seed=0):
+    """The drifted references prepare_inputs(seed) draws for a batch whose every clip is picked."""
+    cfg = module.objective_config
+    g = torch.Generator().manual_seed(seed)
+    torch.rand(batch["video"].shape[0], generator=g)  # the pick
+    return degrade_reference(batch["video"][:, :, 0], g, colour_std=cfg.reference_colour_std,
+                             blur_max=cfg.reference_blur_max, round_trips_max=cfg.reference_round_trips_max,
+                             round_trip=module.vae_round_trip)  # fmt: skip
+
+
+def test_only_the_picked_clips_drift_and_a_dropped_image_stays_dropped():
+    batch = synthetic_batch(4)
+    clean = tiny_module(objective={"image_dropout_p": 0.0})
+    mixed = tiny_module(objective={"reference_degrade_p": 0.5, "image_dropout_p": 0.0})
+    mixed.load_state_dict(clean.state_dict())
+    seed = next(s for s in range(50) if 0 < int((torch.rand(4, generator=torch.Generator().manual_seed(s)) < 0.5)
+                                                .sum()) < 4)  # fmt: skip  a seed that picks some clips, not all
+    pick = torch.rand(4, generator=torch.Generator().manual_seed(seed)) < 0.5
+    ref, got = _inputs(clean, batch, seed), _inputs(mixed, batch, seed)
+    for i in range(4):
+        same = torch.allclose(got.image_condition[i], ref.image_condition[i])
+        assert same != bool(pick[i]), f"clip {i}: picked {bool(pick[i])}"
+        assert torch.allclose(got.image_tokens[i], ref.image_tokens[i]) != bool(pick[i])
+
+    # Image dropout comes after the drift: a dropped image is all zeros whether or not it drifted.
+    dropped = tiny_module(objective={"reference_degrade_p": 1.0, "image_dropout_p": 1.0})
+    dropped.load_state_dict(clean.state_dict())
+    inputs = _inputs(dropped, batch)
+    assert not inputs.image_condition.any() and not inputs.image_tokens.any()
 
 
 def test_drift_applies_to_cached_encodes(tmp_path):

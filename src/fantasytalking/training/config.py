@@ -108,12 +108,12 @@ class ObjectiveConfig:
     cache_dir: str | None = None
     # Reference drift (ours, not the paper's): with this probability per clip the reference frame that makes the
     # image condition (y and the CLIP tokens) is a drifted copy (objective.degrade_reference: VAE round trips,
-    # blur, colour shift) while the target video keeps the true identity, so the identity must come from the
-    # face tokens, as it must when a generated segment's last frame is the next segment's reference.
+    # blur, colour shift) while the target video keeps the true identity: meant to make the face tokens carry the
+    # identity, as segmented generation needs (each segment's reference is the previous one's last frame).
     # 0 (default): the reference as is; the draws are then not made, so older recipes draw as before.
     reference_degrade_p: float = 0.0
     reference_colour_std: float = 0.05  # std of the per-channel gain and offset ([-1, 1] units)
-    reference_blur_max: float = 1.0  # largest Gaussian blur, pixels
+    reference_blur_max: float = 1.0  # the Gaussian blur's standard deviation is drawn from U(0, this), pixels
     reference_round_trips_max: int = 2  # most VAE round trips
 
     def __post_init__(self) -> None:

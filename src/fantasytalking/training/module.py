@@ -213,6 +213,7 @@ class FantasyTalkingModule(pl.LightningModule):
         self._empty_prompt: torch.Tensor | None = None
         self._cache: EncodeCache | None = None
         self._face_standardized = False
+        self._condition_frame0_only: bool | None = None
         if init_from is not None:
             self.load_weights(init_from, ema=init_from_ema)
 
@@ -481,9 +482,10 @@ class FantasyTalkingModule(pl.LightningModule):
         each clip picked (probability ``objective.reference_degrade_p``) replaced by a drifted copy
         (:func:`~fantasytalking.training.objective.degrade_reference`); the target latents stay the clip's own.
 
-        Only latent frame 0 of ``y`` is re-encoded: a causal VAE's first latent frame sees the first video frame
-        alone, and the latents of the zero frames after it are kept (the demo VAE's do not depend on the first
-        frame at all; Wan's carry a trace of it through the causal cache).
+        The drifted frame's whole condition is encoded, as segmented inference encodes it, unless the VAE's
+        latent frames after the first do not depend on the first video frame (checked once, on two probe frames):
+        then only latent frame 0 is encoded, which costs one frame instead of the clip. The demo VAE is such a VAE;
+        Wan's carries the first frame forward through its causal cache, so it gets the whole encode.
         """
         cfg = self.objective_config
         if cfg.reference_degrade_p <= 0:
@@ -494,14 +496,34 @@ class FantasyTalkingModule(pl.LightningModule):
         drifted = degrade_reference(first[pick.to(first.device)], generator, colour_std=cfg.reference_colour_std,
                                     blur_max=cfg.reference_blur_max, round_trips_max=cfg.reference_round_trips_max,
                                     round_trip=self.vae_round_trip)  # fmt: skip  (b, 3, H, W)
+        drifted = drifted.to(self.device)
         pick = pick.to(y.device)
-        mask_channels = self.pipe.vae_scale_factor_temporal  # y = [mask, latents]
-        frame0 = self.pipe.encode_video(drifted[:, :, None].to(self.device)).to(y.dtype)  # (b, z, 1, h, w)
         y = y.clone()
-        y[pick, mask_channels:, :1] = frame0
+        if self.condition_sees_first_frame_only():
+            mask_channels = self.pipe.vae_scale_factor_temporal  # y = [mask, latents]
+            y[pick, mask_channels:, :1] = self.pipe.encode_video(drifted[:, :, None]).to(y.dtype)  # (b, z, 1, h, w)
+        else:
+            video_frames = self._condition_video_frames(y.shape[2])  # N of the clip, from its F latent frames
+            y[pick] = self.pipe.encode_condition(drifted, video_frames, self.device).to(y.dtype)  # (b, m + z, F, h, w)
         clip = clip.clone()
-        clip[pick] = self.pipe.encode_image(drifted.to(self.device), self.device, clip.dtype)  # (b, S, D)
+        clip[pick] = self.pipe.encode_image(drifted, self.device, clip.dtype)  # (b, S, D)
         return y, clip
+
+    def condition_sees_first_frame_only(self) -> bool:
+        """Whether the condition's latent frames after the first are the same whatever the first video frame is
+        (probed once with two different frames of a 2-latent-frame condition, so exact, not a tolerance)."""
+        if self._condition_frame0_only is None:
+            stride = self.pipe.vae_scale_factor_temporal
+            size = 8 * self.pipe.vae_scale_factor_spatial
+            probes = torch.stack([torch.full((3, size, size), -0.5), torch.full((3, size, size), 0.5)])  # (2, 3, s, s)
+            with torch.no_grad():
+                y = self.pipe.encode_condition(probes.to(self.device), 1 + 2 * stride, self.device)  # (2, m + z, 3, ...)
+            self._condition_frame0_only = bool(torch.equal(y[0, :, 1:], y[1, :, 1:]))
+        return self._condition_frame0_only
+
+    def _condition_video_frames(self, latent_frames: int) -> int:
+        """Video frames ``N`` of a condition of ``latent_frames`` latent frames (``F = (N - 1) / stride + 1``)."""
+        return (latent_frames - 1) * self.pipe.vae_scale_factor_temporal + 1
 
     def vae_round_trip(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(B, 3, H, W)`` in ``[-1, 1]`` through the VAE's encode (mode) and decode, as the
