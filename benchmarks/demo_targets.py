@@ -137,7 +137,8 @@ def shards_name(path: str | Path, split: str | None = None) -> str:
         return "the SynthTalk held-out split"
     if split is None:
         return f"SynthTalk clips from {path} (split not recorded)"
-    return f"SynthTalk {split} clips ({path}; identities the model was trained on)"
+    seen = "; identities the model was trained on" if split == "train" else ""
+    return f"SynthTalk {split} clips ({path}{seen})"
 
 
 def mean(values: list[Any]) -> float | None:

@@ -503,7 +503,7 @@ class FantasyTalkingModule(pl.LightningModule):
             mask_channels = self.pipe.vae_scale_factor_temporal  # y = [mask, latents]
             y[pick, mask_channels:, :1] = self.pipe.encode_video(drifted[:, :, None]).to(y.dtype)  # (b, z, 1, h, w)
         else:
-            video_frames = self._condition_video_frames(y.shape[2])  # N of the clip, from its F latent frames
+            video_frames = (y.shape[2] - 1) * self.pipe.vae_scale_factor_temporal + 1  # N from F = (N - 1) / s + 1
             y[pick] = self.pipe.encode_condition(drifted, video_frames, self.device).to(y.dtype)  # (b, m + z, F, h, w)
         clip = clip.clone()
         clip[pick] = self.pipe.encode_image(drifted, self.device, clip.dtype)  # (b, S, D)
@@ -520,10 +520,6 @@ class FantasyTalkingModule(pl.LightningModule):
                 y = self.pipe.encode_condition(probes.to(self.device), 1 + 2 * stride, self.device)  # (2, m + z, 3, ...)
             self._condition_frame0_only = bool(torch.equal(y[0, :, 1:], y[1, :, 1:]))
         return self._condition_frame0_only
-
-    def _condition_video_frames(self, latent_frames: int) -> int:
-        """Video frames ``N`` of a condition of ``latent_frames`` latent frames (``F = (N - 1) / stride + 1``)."""
-        return (latent_frames - 1) * self.pipe.vae_scale_factor_temporal + 1
 
     def vae_round_trip(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(B, 3, H, W)`` in ``[-1, 1]`` through the VAE's encode (mode) and decode, as the
