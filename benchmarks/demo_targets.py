@@ -43,6 +43,7 @@ landmarks stand in for face detection, as in ``benchmarks/variants.py``.
         --stage1 runs/demo/stage1/conditioning.safetensors --vae runs/demo/vae --clips 32
     python benchmarks/demo_targets.py --clips 8 --motion-clips 4 --only another vae reference \\
         --reuse benchmarks/results/demo-targets-2026-12-02.json     # re-run three rows, keep the rest
+    python benchmarks/demo_targets.py --compare "A.json#ROW+B.json#ROW" "C.json#ROW+D.json#ROW"  # seeds pooled
 
 Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commit, settings, per-clip values).
 """
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
     p.add_argument("--compare", nargs=2, metavar=("LOWER", "HIGHER"), default=None,
                    help="only print the paired difference of two rows of records, each RECORD.json#ROW NAME (e.g. "
-                   "two training seeds, or a model against another's ablation row), on --measure")  # fmt: skip
+                   "two training seeds, or a model against another's ablation row), on --measure; join rows with "
+                   "'+' to compare their clip-by-clip mean (e.g. the seeds of each recipe)")  # fmt: skip
     p.add_argument("--measure", default="identity_error", help="the per-clip measure of --compare")
     args = p.parse_args(argv)
     if args.compare:
@@ -403,30 +405,48 @@ def evidence_text(d: dict[str, Any]) -> str:
 
 def compare_rows(lower: str, higher: str, measure: str = "identity_error") -> int:
     """Print ``paired_difference`` of two record rows named ``RECORD.json#ROW`` (HIGHER - LOWER, clip by clip;
-    the rows must share their clips, generation settings and VAE); 0 (the exit code)."""
-    rows, settings = [], []
-    for spec in (lower, higher):
-        path, _, name = spec.partition("#")
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass RECORD.json#ROW NAME.") from None
-        found = [r for r in record["rows"] if r["name"] == name]
-        if not found:
-            raise SystemExit(f"demo_targets: {path} has no row {name!r}; its rows: "
-                             + ", ".join(repr(r["name"]) for r in record["rows"]))  # fmt: skip
-        rows.append(found[0])
-        settings.append((record["generation"], record.get("vae_sha256"), record["heldout"]))
-    if settings[0] != settings[1]:
-        raise SystemExit("demo_targets: the two records differ in generation settings, VAE or held-out split; "
+    the rows must share their clips, generation settings and VAE); 0 (the exit code). Either side may join
+    several rows with ``+`` (e.g. the training seeds of one recipe): that side is their clip-by-clip mean."""
+    sides, settings, keys = [], [], []  # sides: the rows of LOWER, then of HIGHER
+    for side in (lower, higher):
+        rows = []
+        for spec in side.split("+"):
+            path, _, name = spec.partition("#")
+            try:
+                record = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass RECORD.json#ROW NAME.") from None
+            found = [r for r in record["rows"] if r["name"] == name]
+            if not found:
+                raise SystemExit(f"demo_targets: {path} has no row {name!r}; its rows: "
+                                 + ", ".join(repr(r["name"]) for r in record["rows"]))  # fmt: skip
+            rows.append(found[0])
+            settings.append((record["generation"], record.get("vae_sha256"), record["heldout"]))
+            keys.append([c["key"] for c in found[0]["per_clip"]])
+        sides.append(rows)
+    if any(s != settings[0] for s in settings):
+        raise SystemExit("demo_targets: the records differ in generation settings, VAE or held-out split; "
                          "compare rows measured the same way.")  # fmt: skip
-    if [c["key"] for c in rows[0]["per_clip"]] != [c["key"] for c in rows[1]["per_clip"]]:
-        raise SystemExit("demo_targets: the two rows scored other clips; measure both with the same --clips.")
-    d = paired_difference(rows[0], rows[1], measure)
+    if any(k != keys[0] for k in keys):
+        raise SystemExit("demo_targets: the rows scored other clips; measure them all with the same --clips.")
+    low, high = (rows[0] if len(rows) == 1 else mean_row(rows, measure, side)
+                 for rows, side in zip(sides, (lower, higher), strict=True))  # fmt: skip
+    d = paired_difference(low, high, measure)
     if d is None:
         raise SystemExit(f"demo_targets: fewer than 2 clips have {measure!r} in both rows.")
     print(f"{measure}: {higher} - {lower}: {evidence_text(d)}")
     return 0
+
+
+def mean_row(rows: list[dict[str, Any]], measure: str, name: str) -> dict[str, Any]:
+    """One row whose ``measure`` on each clip is the mean over ``rows`` (which score the same clips); a clip
+    missing the measure in any of them is left out (None), as ``paired_difference`` leaves it out."""
+    per_clip = []
+    for clips in zip(*(r["per_clip"] for r in rows), strict=True):
+        values = [c.get(measure) for c in clips]
+        per_clip.append({"key": clips[0]["key"],
+                         measure: None if None in values else float(np.mean(values))})  # fmt: skip
+    return {"name": name, "per_clip": per_clip}
 
 
 def control_sentences(clips: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,18 @@ def test_demo_targets_paired_evidence(tmp_path, capsys):
     assert "+0.0100" in capsys.readouterr().out and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
     with pytest.raises(SystemExit, match="has no row 'nope'"):
         script.main(["--compare", f"{tmp_path}/a.json#nope", f"{tmp_path}/b.json#{consistent['name']}"])
+    # '+' pools rows clip by clip (e.g. two training seeds of each recipe): mean(full, noisy) - mean(consistent)
+    (tmp_path / "c.json").write_text(json.dumps({**header, "rows": [noisy]}))
+    a, b, c = (f"{tmp_path}/{n}.json#{r['name']}" for n, r in (("a", full), ("b", consistent), ("c", noisy)))
+    assert script.main(["--compare", b, f"{a}+{c}"]) == 0  # pooled [0.06, 0.145, 0.065, 0.085] - consistent
+    out = capsys.readouterr().out  # differences 0, -0.015, -0.005, -0.015: mean -0.00875
+    assert re.search(r": -0\.008[78] \(", out) and "within noise" in out
+    pooled = script.mean_row([full, noisy], "identity_error", "pooled")
+    assert [c["identity_error"] for c in pooled["per_clip"]] == pytest.approx([0.06, 0.145, 0.065, 0.085])
+    assert script.mean_row([full, row("x", [None, 0.1, 0.1, 0.1])], "identity_error", "p")["per_clip"][0]["identity_error"] is None
+    with pytest.raises(SystemExit, match="other clips"):  # a pooled row must score the same clips as the rest
+        (tmp_path / "d.json").write_text(json.dumps({**header, "rows": [row(script.ABLATION_ROW, [0.1, 0.1])]}))
+        script.main(["--compare", b, f"{a}+{tmp_path}/d.json#{script.ABLATION_ROW}"])
     (tmp_path / "b.json").write_text(json.dumps({**header, "heldout": "other", "rows": [consistent]}))
     with pytest.raises(SystemExit, match="measured the same way"):
         script.main(["--compare", f"{tmp_path}/a.json#{full['name']}", f"{tmp_path}/b.json#{consistent['name']}"])
