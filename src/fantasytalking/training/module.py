@@ -71,6 +71,7 @@ from fantasytalking.training.objective import (
     sample_sigmas,
     step_generator,
 )
+from fantasytalking.training.vae import round_trip
 
 #: Version of ``checkpoint["fantasytalking"]``.
 CHECKPOINT_FORMAT_VERSION = 1
@@ -511,7 +512,7 @@ class FantasyTalkingModule(pl.LightningModule):
 
     def condition_sees_first_frame_only(self) -> bool:
         """Whether the condition's latent frames after the first are the same whatever the first video frame is
-        (probed once with two different frames of a 2-latent-frame condition, so exact, not a tolerance)."""
+        (probed once with two different first frames of a 3-latent-frame condition, so exact, not a tolerance)."""
         if self._condition_frame0_only is None:
             stride = self.pipe.vae_scale_factor_temporal
             size = 8 * self.pipe.vae_scale_factor_spatial
@@ -524,10 +525,7 @@ class FantasyTalkingModule(pl.LightningModule):
     def vae_round_trip(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(B, 3, H, W)`` in ``[-1, 1]`` through the VAE's encode (mode) and decode, as the
         frames of a generated segment are."""
-        vae = self.pipe.vae
-        vae_device = next(vae.parameters()).device
-        latent = vae.encode(frames[:, :, None].to(vae_device, vae.dtype)).latent_dist.mode()  # (B, z, 1, h, w)
-        return vae.decode(latent).sample[:, :, 0].float().to(frames.device)  # (B, 3, H, W)
+        return round_trip(self.pipe.vae, frames[:, :, None])[:, :, 0].to(frames.device)  # (B, 3, H, W)
 
     def _encode_cache(self) -> EncodeCache | None:
         cfg = self.objective_config

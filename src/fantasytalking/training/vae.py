@@ -136,10 +136,12 @@ def per_frame_vae(vae: Any) -> Any:
 
 @torch.no_grad()
 def round_trip(vae: Any, video: torch.Tensor) -> torch.Tensor:
-    """``video`` ``(B, 3, N, H, W)`` in ``[-1, 1]`` encoded (posterior mode) and decoded by ``vae``, in ``[-1, 1]``
-    (float32, on the VAE's device)."""
-    x = video.to(next(vae.parameters()).device, torch.float32)
-    return decode_unclamped(vae, vae.encode(x).latent_dist.mode()).clamp(-1, 1)  # (B, 3, N, H, W)
+    """``video`` ``(B, 3, N, H, W)`` in ``[-1, 1]`` encoded (posterior mode) and decoded by ``vae`` (in its own
+    dtype), in ``[-1, 1]`` (float32, on the VAE's device): what ``vae.decode(...).sample`` gives, as a generated
+    video's frames are."""
+    weight = next(vae.parameters())
+    x = video.to(weight.device, weight.dtype)
+    return decode_unclamped(vae, vae.encode(x).latent_dist.mode()).float().clamp(-1, 1)  # (B, 3, N, H, W)
 
 
 @torch.no_grad()
