@@ -122,6 +122,25 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndar
     out["identity_face_error"], _ = guarded(lambda: st.face_identity_error_over_frames(frames, clip["image"]))
     out["head_motion"], _ = guarded(lambda: st.head_motion(frames))
     out["motion_energy"], _ = guarded(lambda: st.motion_energy(frames))
+    out.update(identity_detail(frames, clip["image"]))
+    return out
+
+
+def identity_detail(frames: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Where the identity error lies (not targets, for ``--compare --measure``): each part of the identity
+    features as ``identity_<part>`` (``identity_components_over_frames``; spaces as ``_``), and the error over the
+    first and the second half of the video as ``identity_early`` / ``identity_late`` (``identity_error_by_frame``:
+    drift grows with the distance from the portrait)."""
+    from fantasytalking.metrics import synthtalk as st
+
+    parts, _ = guarded(lambda: st.identity_components_over_frames(frames, reference))
+    by_frame, _ = guarded(lambda: st.identity_error_by_frame(frames, reference))
+    out = {} if parts is None else {f"identity_{name.replace(' ', '_')}": v for name, v in parts.items()}
+    if by_frame is not None:
+        index, errors = by_frame  # (P,), (P,)
+        early, late = index < len(frames) / 2, index >= len(frames) / 2
+        if early.any() and late.any():
+            out["identity_early"], out["identity_late"] = float(errors[early].mean()), float(errors[late].mean())
     return out
 
 
@@ -394,12 +413,19 @@ def paired_evidence(by: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def evidence_text(d: dict[str, Any]) -> str:
-    """One table cell: the paired difference in the target's direction, its interval and the clip count."""
+def evidence_text(d: dict[str, Any], target: bool = True) -> str:
+    """One table cell: the paired difference in the target's direction, its interval and the clip count. With
+    ``target=False`` (``--compare``, where no target says which row should be higher) the same in plain terms."""
     lo, hi = d["interval"]
-    verdict = ("within noise (the interval holds 0)" if not d["resolved"]
-               else "decided FOR the target" if lo > 0 else "decided AGAINST the target")  # fmt: skip
-    return (f"{d['mean']:+.4f} ({d['confidence']:.0%} CI {lo:+.4f} to {hi:+.4f}), in the target's direction on "
+    if target:
+        verdict = ("within noise (the interval holds 0)" if not d["resolved"]
+                   else "decided FOR the target" if lo > 0 else "decided AGAINST the target")  # fmt: skip
+        where = "in the target's direction"
+    else:
+        verdict = ("within noise (the interval holds 0)" if not d["resolved"]
+                   else "decided: the second row is higher" if lo > 0 else "decided: the second row is LOWER")  # fmt: skip
+        where = "positive"
+    return (f"{d['mean']:+.4f} ({d['confidence']:.0%} CI {lo:+.4f} to {hi:+.4f}), {where} on "
             f"{d['positive_clips']} of {d['clips']} clips: {verdict}")
 
 
@@ -434,7 +460,7 @@ def compare_rows(lower: str, higher: str, measure: str = "identity_error") -> in
     d = paired_difference(low, high, measure)
     if d is None:
         raise SystemExit(f"demo_targets: fewer than 2 clips have {measure!r} in both rows.")
-    print(f"{measure}: {higher} - {lower}: {evidence_text(d)}")
+    print(f"{measure}: {higher} - {lower}: {evidence_text(d, target=False)}")
     return 0
 
 

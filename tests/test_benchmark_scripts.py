@@ -98,6 +98,14 @@ def test_demo_targets_smoke(tmp_path):
     # the face part of the identity error, per row and per clip (not a target: the part a face branch can move)
     assert all(row["identity_face_error"] is not None for row in report["rows"])
     assert "Identity error of the face alone" in path.with_suffix(".md").read_text()
+    # where the identity error lies, per clip: its parts (weighted by their sizes, they give the whole error) and
+    # its first and second half of the frames (17 frames: frames 8 and 16, one each)
+    from fantasytalking.metrics import synthtalk as st
+
+    for clip in by["full model, own speech"]["per_clip"]:
+        parts = {name: clip[f"identity_{name.replace(' ', '_')}"] for name in st.IDENTITY_COMPONENTS}
+        assert st.combine_identity_components(parts) == pytest.approx(clip["identity_error"], rel=1e-5)
+        assert np.mean([clip["identity_early"], clip["identity_late"]]) == pytest.approx(clip["identity_error"], rel=1e-5)
     # the comparative targets carry their paired difference over the clips (2 clips here; 1 for motion: none)
     assert report["evidence"]["identity error: with face < without"]["clips"] == 2
     assert "motion 0.1 < 0.5 < 1.0" not in report["evidence"]  # one clip per motion row: no interval
@@ -208,7 +216,9 @@ def test_demo_targets_paired_evidence(tmp_path, capsys):
     (tmp_path / "a.json").write_text(json.dumps({**header, "rows": [full]}))
     (tmp_path / "b.json").write_text(json.dumps({**header, "rows": [consistent]}))
     assert script.main(["--compare", f"{tmp_path}/a.json#{full['name']}", f"{tmp_path}/b.json#{consistent['name']}"]) == 0
-    assert "+0.0100" in capsys.readouterr().out and sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    out = capsys.readouterr().out  # no target names a direction here: the verdict says which row is higher
+    assert "+0.0100" in out and "decided: the second row is higher" in out and "target" not in out.split(": ", 2)[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
     with pytest.raises(SystemExit, match="has no row 'nope'"):
         script.main(["--compare", f"{tmp_path}/a.json#nope", f"{tmp_path}/b.json#{consistent['name']}"])
     # '+' pools rows clip by clip (e.g. two training seeds of each recipe): mean(full, noisy) - mean(consistent)

@@ -71,6 +71,20 @@ def test_identity_error_over_frames_skips_the_first_frame_and_averages_the_picks
         M.identity_error(short[-1:], a.frames[0]))
 
 
+def test_identity_error_by_frame_shows_when_the_identity_is_lost() -> None:
+    a, other = make_clip(CFG, 0), make_clip(CFG, 6)
+    half = len(a.frames) // 2
+    # the reference's person for the first half, another one after: the late frames carry the error
+    video = np.concatenate([a.frames[:half], other.frames[half:]])
+    index, errors = M.identity_error_by_frame(video, a.frames[0], stride=4)
+    assert index.tolist() == list(range(4, len(video), 4))
+    assert errors.mean() == pytest.approx(M.identity_error_over_frames(video, a.frames[0], stride=4), rel=1e-5)
+    early, late = errors[index < half], errors[index >= half]
+    assert late.min() > early.max() + 0.05
+    index, errors = M.identity_error_by_frame(video[:3], a.frames[0], stride=4)  # shorter than the stride
+    assert index.tolist() == [2] and errors[0] == pytest.approx(M.identity_error(video[2:3], a.frames[0]))
+
+
 def test_identity_components_add_up_and_the_face_part_ignores_hair_shirt_and_background() -> None:
     a = make_clip(CFG, 0)
     other = make_clip(CFG, 6)

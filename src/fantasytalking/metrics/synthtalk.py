@@ -49,6 +49,7 @@ __all__ = [
     "head_motion",
     "identity_components_over_frames",
     "identity_error",
+    "identity_error_by_frame",
     "identity_error_over_frames",
     "identity_features",
     "lipsync_correlation",
@@ -257,6 +258,17 @@ def identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> f
     frames = as_frames(video)
     picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
     return float(np.mean([identity_error(f[None], reference) for f in picks]))
+
+
+def identity_error_by_frame(video: Any, reference: Any, stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`identity_error` of each frame :func:`identity_error_over_frames` averages, kept apart: ``(frame
+    indices int64 (P,), errors float32 (P,))``. It shows drift: whether the identity is lost as the video goes on
+    (the mean of the errors is :func:`identity_error_over_frames`)."""
+    frames = as_frames(video)
+    index = np.arange(stride, len(frames), stride) if len(frames) > stride else np.array([len(frames) - 1])
+    ref = _reference_features(reference, frames.shape[1])
+    errors = [np.abs(identity_features(frames[i][None]) - ref).mean() for i in index]
+    return index.astype(np.int64), np.asarray(errors, np.float32)
 
 
 #: The parts of :func:`identity_features`: name -> its slice of the 14 values.
