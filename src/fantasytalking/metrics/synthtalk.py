@@ -255,20 +255,18 @@ def identity_error(video: Any, reference: Any) -> float:
 def identity_error_over_frames(video: Any, reference: Any, stride: int = 8) -> float:
     """Mean :func:`identity_error` of every ``stride``-th frame from frame ``stride`` on (the first frame of an
     image-to-video clip is the reference itself, so it says nothing alone); the last frame for shorter videos."""
-    frames = as_frames(video)
-    picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
-    return float(np.mean([identity_error(f[None], reference) for f in picks]))
+    return float(identity_error_by_frame(video, reference, stride)[1].mean())
 
 
 def identity_error_by_frame(video: Any, reference: Any, stride: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """:func:`identity_error` of each frame :func:`identity_error_over_frames` averages, kept apart: ``(frame
-    indices int64 (P,), errors float32 (P,))``. It shows drift: whether the identity is lost as the video goes on
+    indices int64 (P,), errors float64 (P,))``. It shows drift: whether the identity is lost as the video goes on
     (the mean of the errors is :func:`identity_error_over_frames`)."""
     frames = as_frames(video)
     index = np.arange(stride, len(frames), stride) if len(frames) > stride else np.array([len(frames) - 1])
     ref = _reference_features(reference, frames.shape[1])
     errors = [np.abs(identity_features(frames[i][None]) - ref).mean() for i in index]
-    return index.astype(np.int64), np.asarray(errors, np.float32)
+    return index.astype(np.int64), np.asarray(errors, np.float64)
 
 
 #: The parts of :func:`identity_features`: name -> its slice of the 14 values.
