@@ -417,14 +417,10 @@ def evidence_text(d: dict[str, Any], target: bool = True) -> str:
     """One table cell: the paired difference in the target's direction, its interval and the clip count. With
     ``target=False`` (``--compare``, where no target says which row should be higher) the same in plain terms."""
     lo, hi = d["interval"]
-    if target:
-        verdict = ("within noise (the interval holds 0)" if not d["resolved"]
-                   else "decided FOR the target" if lo > 0 else "decided AGAINST the target")  # fmt: skip
-        where = "in the target's direction"
-    else:
-        verdict = ("within noise (the interval holds 0)" if not d["resolved"]
-                   else "decided: the second row is higher" if lo > 0 else "decided: the second row is LOWER")  # fmt: skip
-        where = "positive"
+    where, above, below = (("in the target's direction", "decided FOR the target", "decided AGAINST the target")
+                           if target else ("positive", "decided: the second row is higher",
+                                           "decided: the second row is LOWER"))  # fmt: skip
+    verdict = "within noise (the interval holds 0)" if not d["resolved"] else above if lo > 0 else below
     return (f"{d['mean']:+.4f} ({d['confidence']:.0%} CI {lo:+.4f} to {hi:+.4f}), {where} on "
             f"{d['positive_clips']} of {d['clips']} clips: {verdict}")
 

@@ -262,11 +262,17 @@ def identity_error_by_frame(video: Any, reference: Any, stride: int = 8) -> tupl
     """:func:`identity_error` of each frame :func:`identity_error_over_frames` averages, kept apart: ``(frame
     indices int64 (P,), errors float64 (P,))``. It shows drift: whether the identity is lost as the video goes on
     (the mean of the errors is :func:`identity_error_over_frames`)."""
+    index, diffs = _feature_errors_by_frame(video, reference, stride)
+    return index, diffs.mean(axis=1).astype(np.float64)
+
+
+def _feature_errors_by_frame(video: Any, reference: Any, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frames the identity measures use (every ``stride``-th from frame ``stride`` on; the last one for shorter
+    videos) and their absolute feature differences from the reference: ``(int64 (P,), float32 (P, 14))``."""
     frames = as_frames(video)
     index = np.arange(stride, len(frames), stride) if len(frames) > stride else np.array([len(frames) - 1])
     ref = _reference_features(reference, frames.shape[1])
-    errors = [np.abs(identity_features(frames[i][None]) - ref).mean() for i in index]
-    return index.astype(np.int64), np.asarray(errors, np.float64)
+    return index.astype(np.int64), np.stack([np.abs(identity_features(frames[i][None]) - ref) for i in index])
 
 
 #: The parts of :func:`identity_features`: name -> its slice of the 14 values.
@@ -280,10 +286,7 @@ FACE_COMPONENTS = ("skin", "face width", "face height")
 
 def _feature_errors_over_frames(video: Any, reference: Any, stride: int) -> np.ndarray:
     """Absolute feature differences ``(14,)``, averaged over the frames :func:`identity_error_over_frames` uses."""
-    frames = as_frames(video)
-    picks = frames[stride::stride] if len(frames) > stride else frames[-1:]
-    ref = _reference_features(reference, frames.shape[1])
-    return np.mean([np.abs(identity_features(f[None]) - ref) for f in picks], axis=0)
+    return _feature_errors_by_frame(video, reference, stride)[1].mean(axis=0)
 
 
 def identity_components_over_frames(video: Any, reference: Any, stride: int = 8) -> dict[str, float]:
