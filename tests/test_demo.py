@@ -165,6 +165,16 @@ def test_cli_demo_on_a_photo_says_it_is_out_of_domain(demo_dir, tmp_path, capsys
     assert "looks like a photo" in err and "docs/weights.md" in err
 
 
+def test_cli_demo_refuses_a_too_small_image_in_one_line_before_any_note(demo_dir, tmp_path, capsys):
+    small = tmp_path / "small.png"  # textured, so it would otherwise get the photo note first
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(small)
+    out = tmp_path / "small.mp4"
+    assert main(["demo", "--demo-dir", str(demo_dir), "--image", str(small), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "30x20" in err[0] and "at least 64 px" in err[0]
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_cli_demo_refuses_a_negative_motion_gain_and_writes_nothing(demo_dir, tmp_path, capsys):
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--demo-dir", str(demo_dir), "--motion-gain", "-1", "--output", str(out), "--quiet"]) == 2

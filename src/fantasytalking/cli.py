@@ -217,11 +217,12 @@ def _demo(args: argparse.Namespace) -> Path:
     bundled_image, bundled_audio = demo_inputs(args.demo_dir)
     image = ftio.load_image(args.image or bundled_image)
     ftio.load_audio(args.audio or bundled_audio)
+    start = time.perf_counter()
+    pipe = load_demo(args.demo_dir)
+    ftio.check_image_size(image, min_side=pipe.min_image_side, path=args.image)  # before the domain note
     note = domain_note(image)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    start = time.perf_counter()
-    pipe = load_demo(args.demo_dir)
     settings = dict(pipe.demo_defaults)
     if args.steps is not None:
         if args.steps < 1:

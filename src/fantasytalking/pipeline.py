@@ -263,6 +263,12 @@ class FantasyTalkingPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ generation
 
+    @property
+    def min_image_side(self) -> int:
+        """Smallest shorter side (px) of an input image: 4 latent patches (VAE stride x patch size, 4 x 16 = 64 for
+        Wan), below which the resized portrait leaves too few tokens for a face."""
+        return 4 * self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+
     def prepare_inputs(
         self, image: Any, audio: Any, settings: GenerationSettings
     ) -> tuple[torch.Tensor, np.ndarray, GenerationSettings, Any]:
@@ -274,7 +280,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         spatial = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         pil = image if hasattr(image, "convert") and not isinstance(image, (str, Path)) else ftio.load_image(image)
         pil = pil.convert("RGB")
-        ftio.check_image_size(pil, min_side=4 * spatial)
+        ftio.check_image_size(pil, min_side=self.min_image_side)
         resized = ftio.resize_for_model(pil, max_edge=settings.max_edge, multiple=spatial)
         settings.width, settings.height = resized.size
         image_tensor = ftio.image_to_tensor(resized)[None]  # (1, 3, H, W) in [-1, 1]

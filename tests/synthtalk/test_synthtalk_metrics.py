@@ -26,6 +26,28 @@ def test_measured_opening_tracks_the_truth() -> None:
         assert M.mouth_closed_fraction(measured, silent) == 1.0
 
 
+def test_shoulders_in_a_shirt_of_the_skins_colour_are_not_the_face() -> None:
+    """A shirt within the skin tolerance (0.7% of SynthTalk identities) makes the shoulders a skin-coloured part on
+    the frame's bottom row, below the skin box: it is left out, and the mouth, face size and head motion measure as
+    with a shirt of another colour (before: the shoulders' rows moved the mouth search's middle below the mouth,
+    opening 0 on every frame, and the face was as wide as the shoulders)."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, size=96, num_frames=17)  # the demo's size: the shoulders fill the bottom rows
+    base = make_clip(cfg, 0)
+    skin = np.asarray(base.identity.skin)
+    near = tuple(int(v) for v in np.clip(skin + np.array([12, -10, 8]), 0, 255))  # max abs difference 12 < 26
+    frames = make_clip(cfg, 0, identity=replace(base.identity, shirt=near)).frames
+    assert M.face_regions(base.frames[:1])[0].sum() > 0.05 * cfg.size**2
+    assert not M.face_regions(frames)[:, -1].any()  # nothing on the bottom row
+    measured = M.mouth_opening(frames)
+    assert M.lipsync_correlation(measured, base.column("open")) > 0.9
+    np.testing.assert_allclose(measured, M.mouth_opening(base.frames), atol=1e-6)
+    # face width and height (the last two features) as with a shirt of another colour
+    np.testing.assert_allclose(M.identity_features(frames)[-2:], M.identity_features(base.frames)[-2:])
+    assert abs(M.head_motion(frames) - M.head_motion(base.frames)) < 1e-6
+
+
 def test_silent_video_measures_closed_and_scores() -> None:
     clip = make_clip(CFG, 1, silent=True)
     measured = M.mouth_opening(clip.frames)

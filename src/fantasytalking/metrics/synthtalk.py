@@ -9,7 +9,10 @@ Method (frames ``uint8 (N, H, W, 3)``):
    colour with the most pixels within half the skin tolerance, then the mean of those pixels).
 2. Face region, per frame: pixels within :data:`SKIN_TOLERANCE` (max abs RGB difference) of the skin colour,
    connected components at least 20% the size of the largest (glasses can split a face), holes filled (eyes,
-   brows, lips and the mouth lie inside it).
+   brows, lips and the mouth lie inside it). A component on the frame's bottom row that lies wholly below the
+   top of the skin box of step 1 is the shoulders in a shirt of nearly the skin's colour, and is left out. (A
+   background of nearly the skin's colour that touches the face still joins the face region: a colour measure
+   cannot tell them apart.)
 3. Mouth opening, per frame: darkness ``d = clip((0.42 L_skin - L) / (0.42 L_skin - L_mouth), 0, 1)`` of each
    pixel (``L`` = Rec. 601 luma, ``L_mouth = 18``; lips, nostrils and shading stay above 0.6 of the skin's luma,
    the mouth interior is near black). Dark components (``d > 0.25``) inside the face region whose centre lies in the lower half of the
@@ -99,10 +102,14 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def _skin_box(h: int, w: int) -> tuple[slice, slice]:
+    """Rows and columns of the centre box where the face's skin is sampled (step 1 of the module doc)."""
+    return slice(int(0.42 * h), int(0.68 * h) + 1), slice(int(0.35 * w), int(0.65 * w) + 1)
+
+
 def skin_colour(frame: np.ndarray) -> np.ndarray:
     """Dominant colour ``float32 (3,)`` of the centre box of one frame ``(H, W, 3)`` (step 1 of the module doc)."""
-    h, w = frame.shape[:2]
-    box = frame[int(0.42 * h) : int(0.68 * h) + 1, int(0.35 * w) : int(0.65 * w) + 1].reshape(-1, 3)
+    box = frame[_skin_box(*frame.shape[:2])].reshape(-1, 3)
     px = box.astype(np.float32)[:: max(1, box.shape[0] // 4000)]  # (P, 3)
     cand = px[:: max(1, px.shape[0] // 200)]  # (C, 3)
     near = np.abs(cand[:, None] - px[None]).max(axis=-1) < SKIN_TOLERANCE / 2  # (C, P)
@@ -117,13 +124,21 @@ def face_regions(frames: np.ndarray, skin: np.ndarray | None = None) -> np.ndarr
     frames = as_frames(frames)
     skin = skin_colour(frames[0]) if skin is None else np.asarray(skin, np.float32)
     out = np.zeros(frames.shape[:3], dtype=bool)
+    h, w = frames.shape[1:3]
+    box = _skin_box(h, w)
     for i, f in enumerate(frames):
         mask = np.abs(f.astype(np.float32) - skin).max(axis=-1) < SKIN_TOLERANCE
         lab, num = ndimage.label(mask)
         if num == 0:
             continue
-        sizes = np.bincount(lab.ravel())
+        sizes = np.bincount(lab.ravel(), minlength=num + 1)
+        # a part on the frame's bottom row that lies wholly below the top of the skin box is the shoulders (a shirt
+        # whose colour lies within the tolerance of the skin), not the face
+        tops = ndimage.minimum(np.arange(h)[:, None].repeat(w, axis=1), lab, np.arange(num + 1))
+        sizes[np.intersect1d(np.unique(lab[-1]), np.nonzero(np.asarray(tops) > box[0].start)[0])] = 0
         sizes[0] = 0
+        if not sizes.any():
+            continue
         keep = sizes >= 0.2 * sizes.max()  # glasses can cut the face in two: keep every large part
         keep[0] = False
         out[i] = ndimage.binary_fill_holes(keep[lab])
