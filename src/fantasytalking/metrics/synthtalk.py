@@ -124,18 +124,16 @@ def face_regions(frames: np.ndarray, skin: np.ndarray | None = None) -> np.ndarr
     frames = as_frames(frames)
     skin = skin_colour(frames[0]) if skin is None else np.asarray(skin, np.float32)
     out = np.zeros(frames.shape[:3], dtype=bool)
-    h, w = frames.shape[1:3]
-    box = _skin_box(h, w)
+    box_top = _skin_box(*frames.shape[1:3])[0].start
     for i, f in enumerate(frames):
         mask = np.abs(f.astype(np.float32) - skin).max(axis=-1) < SKIN_TOLERANCE
         lab, num = ndimage.label(mask)
         if num == 0:
             continue
-        sizes = np.bincount(lab.ravel(), minlength=num + 1)
+        sizes = np.bincount(lab.ravel())
         # a part on the frame's bottom row that lies wholly below the top of the skin box is the shoulders (a shirt
         # whose colour lies within the tolerance of the skin), not the face
-        tops = ndimage.minimum(np.arange(h)[:, None].repeat(w, axis=1), lab, np.arange(num + 1))
-        sizes[np.intersect1d(np.unique(lab[-1]), np.nonzero(np.asarray(tops) > box[0].start)[0])] = 0
+        sizes[np.setdiff1d(np.unique(lab[-1]), np.unique(lab[: box_top + 1]))] = 0
         sizes[0] = 0
         if not sizes.any():
             continue
