@@ -17,6 +17,11 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
 * stage one alone (its export), own speech;
 * the full model without its face conditioner (the face tokens switched off at inference, as trained with face
   dropout), for the identity error;
+* a drifted first frame (``--only drift``): each clip's portrait with a seeded per-channel colour gain and offset
+  (``--drift-colour-std``) as the first frame, while the face conditioner embeds the TRUE portrait (the pipeline's
+  ``face_image``), as in a continuation whose last frame has drifted; identity is scored against the true portrait.
+  Three rows: the full model, its face path switched off, and the ablation (with ``--ablation``): the one setting
+  where the face tokens carry something the first frame does not;
 * requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion, at ``--motion-gain`` (the
   demo's by default; the other rows request the default motion, which no gain changes, so they do not depend on
   it and a record's motion rows name the gain they were measured at);
@@ -82,6 +87,12 @@ FACE_OFF_ROW = "full model, face conditioner off"
 STAGE1_ROW = "stage one only, own speech"
 #: The paper's ablation: the same recipe trained without the face conditioner (--ablation).
 ABLATION_ROW = "trained without the face conditioner, own speech"
+#: The drifted-reference rows (``--only drift``): the first frame colour-shifted, the face conditioner's portrait the
+#: true one, as in a continuation whose last frame has drifted; identity scored against the TRUE portrait.
+DRIFT_ROW = "full model, drifted reference"
+DRIFT_FACE_OFF_ROW = "full model, drifted reference, face conditioner off"
+DRIFT_ABLATION_ROW = "trained without the face conditioner, drifted reference"
+DRIFT_ROWS = (DRIFT_ROW, DRIFT_FACE_OFF_ROW, DRIFT_ABLATION_ROW)
 MOTION_LEVELS = (0.1, 0.5, 1.0)
 MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
 #: The comparative targets: (check, row expected LOWER, row expected HIGHER, measure). Each gets the paired
@@ -91,13 +102,16 @@ MOTION_CHECK = "motion 0.1 < 0.5 < 1.0"
 PAIRED_TARGETS = (
     ("identity error: with face < without", "full model, own speech", FACE_OFF_ROW, "identity_error"),
     ("identity error: full < trained without face", "full model, own speech", ABLATION_ROW, "identity_error"),
+    ("drifted reference: identity error with face < without", DRIFT_ROW, DRIFT_FACE_OFF_ROW, "identity_error"),
+    ("drifted reference: identity error full < trained without face", DRIFT_ROW, DRIFT_ABLATION_ROW,
+     "identity_error"),
     ("stage one < stage one + two", STAGE1_ROW, "full model, own speech", "lipsync"),
     (MOTION_CHECK, MOTION_ROWS[0], MOTION_ROWS[-1], "head_motion"),  # the check itself is over all three rows
 )
 #: Confidence of the interval of a paired difference.
 CONFIDENCE = 0.95
 #: ``--only`` keys, in the order the rows run.
-ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "motion", "stage1", "vae", "reference")
+ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "drift", "motion", "stage1", "vae", "reference")
 
 
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndarray | None = None) -> dict[str, Any]:
@@ -124,6 +138,22 @@ def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndar
     out["motion_energy"], _ = guarded(lambda: st.motion_energy(frames))
     out.update(identity_detail(frames, clip["image"]))
     return out
+
+
+def drifted_reference(image: np.ndarray, colour_std: float, key: str) -> np.ndarray:
+    """A colour-drifted copy of a portrait ``uint8 (H, W, 3)``: the per-channel gain and offset of
+    :func:`~fantasytalking.training.objective.degrade_reference` (no blur, no VAE round trip), drawn from a generator
+    seeded by the clip's key, so every model and run gets the same drift for a clip."""
+    import zlib
+
+    import torch
+
+    from fantasytalking.training.objective import degrade_reference
+
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # (1, 3, H, W)
+    drifted = degrade_reference(frame, generator, colour_std=colour_std, blur_max=0.0, round_trips_max=0)
+    return ((drifted[0].permute(1, 2, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()  # (H, W, 3)
 
 
 def identity_detail(frames: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -192,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="motion gain of the motion rows (1: the embedding as trained; docs/design.md)")
     p.add_argument("--segment-frames", type=int, default=DEMO_GENERATION["segment_frames"],
                    help="segments of this many frames (0: one clip, the demo's default)")
+    p.add_argument("--drift-colour-std", type=float, default=0.15,
+                   help="standard deviation of the drifted-reference rows' per-channel colour gain and offset "
+                   "([-1, 1] units, objective.degrade_reference)")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--only", nargs="+", choices=ROW_KEYS, default=None, metavar="ROW",
                    help=f"measure only these rows ({', '.join(ROW_KEYS)}); with --reuse the others come from there")
@@ -223,10 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     def pipeline(export: Path) -> Any:
         return demo_pipeline(args.vae, seed=seed, conditioning=export)
 
-    def run(pipe: Any, clip: dict[str, Any], audio: np.ndarray, **extra: Any) -> np.ndarray:
+    def run(pipe: Any, clip: dict[str, Any], audio: np.ndarray, first: np.ndarray | None = None,
+            **extra: Any) -> np.ndarray:  # fmt: skip
+        """``first``: another first frame than the clip's (the face conditioner then embeds the clip's own)."""
         lm = clip["landmarks"]
+        if first is not None and "face" in pipe.conditioning:
+            extra["face_image"] = Image.fromarray(clip["image"])
+        image = clip["image"] if first is None else first
         with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)):
-            return pipe(Image.fromarray(clip["image"]), audio, **gen, **extra).frames
+            return pipe(Image.fromarray(image), audio, **gen, **extra).frames
 
     rows: list[dict[str, Any]] = []
     keys = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion",
@@ -259,9 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         finish(VAE_ROW, start, [{"key": c["key"], **score(vae_round_trip(pipe.vae, c["video"]), c, 23.0)} for c in clips])
 
     def row(name: str, pipe: Any, audio_of: Any, subset: list[dict[str, Any]], stamp: dict[str, Any] | None = None,
-            **extra: Any) -> None:  # fmt: skip
+            first_of: Any = None, **extra: Any) -> None:  # fmt: skip
+        """``first_of(clip)``: the first frame to give instead of the clip's portrait (None: the portrait)."""
         start = time.perf_counter()
-        per_clip = [{"key": clip["key"], **score(run(pipe, clip, audio_of(clip), **extra), clip, 23.0)}
+        per_clip = [{"key": clip["key"], **score(run(pipe, clip, audio_of(clip), None if first_of is None
+                                                     else first_of(clip), **extra), clip, 23.0)}
                     for clip in subset]  # fmt: skip
         finish(name, start, per_clip, **(stamp or {}))
 
@@ -296,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         ("another", [ANOTHER_ROW], lambda: another_row(full)),
         ("face-off", [FACE_OFF_ROW], lambda: face_off_row()),
         ("ablation", [ABLATION_ROW], lambda: ablation_row()),
+        ("drift", list(DRIFT_ROWS), lambda: drift_rows()),
         ("motion", list(MOTION_ROWS), lambda: motion_rows()),
         ("stage1", [STAGE1_ROW], lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
         ("vae", [VAE_ROW], lambda: vae_row(full)),
@@ -308,23 +349,38 @@ def main(argv: list[str] | None = None) -> int:
                 {"motion_gain": args.motion_gain}, face_motion=level, body_motion=level,
                 motion_gain=args.motion_gain)  # fmt: skip
 
-    def ablation_row() -> None:
+    def ablation_pipe() -> Any:
         pipe = pipeline(args.ablation)
         if "face" in pipe.conditioning:
             raise SystemExit(f"error: --ablation {args.ablation} has a face conditioner; give the export trained "
                              "without one")  # fmt: skip
-        row(ABLATION_ROW, pipe, lambda c: own[c["key"]], clips, {"model": str(args.ablation)})
+        return pipe
 
-    def face_off_row() -> None:
+    def ablation_row() -> None:
+        row(ABLATION_ROW, ablation_pipe(), lambda c: own[c["key"]], clips, {"model": str(args.ablation)})
+
+    def face_off_row(name: str = FACE_OFF_ROW, **extra: Any) -> None:
         if full is None or "face" not in full.conditioning:
             return
         face = full.conditioning["face"]
         scale = face.scale
         face.scale = 0.0  # the face branch contributes nothing: the model without its face conditioner
         try:
-            row(FACE_OFF_ROW, full, lambda c: own[c["key"]], clips)
+            row(name, full, lambda c: own[c["key"]], clips, **extra)
         finally:
             face.scale = scale
+
+    def drift_rows() -> None:
+        """Each clip's portrait colour-drifted as the first frame, the face conditioner given the true portrait:
+        the full model, its face path switched off, and the ablation (with --ablation)."""
+        std = args.drift_colour_std
+        drifted = {c["key"]: drifted_reference(c["image"], std, c["key"]) for c in clips}
+        stamp = {"drift_colour_std": std}
+        row(DRIFT_ROW, full, lambda c: own[c["key"]], clips, stamp, first_of=lambda c: drifted[c["key"]])
+        face_off_row(DRIFT_FACE_OFF_ROW, stamp=stamp, first_of=lambda c: drifted[c["key"]])
+        if args.ablation is not None:
+            row(DRIFT_ABLATION_ROW, ablation_pipe(), lambda c: own[c["key"]], clips,
+                {**stamp, "model": str(args.ablation)}, first_of=lambda c: drifted[c["key"]])  # fmt: skip
 
     for key, names, measure in plan:
         if (key == "stage1" and not args.stage1.exists()) or (key == "ablation" and args.ablation is None):
@@ -536,6 +592,12 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
             raise SystemExit(f"demo_targets: the motion rows of --reuse {args.reuse} were measured at motion gain "
                              f"{r.get('motion_gain', 1.0)}, not {args.motion_gain}; re-run them (--only motion) or "
                              "pass their --motion-gain.")  # fmt: skip
+        if r["name"] in DRIFT_ROWS and "drift" in selected:
+            continue
+        if r["name"] in DRIFT_ROWS and float(r.get("drift_colour_std", -1)) != args.drift_colour_std:
+            raise SystemExit(f"demo_targets: the drifted-reference rows of --reuse {args.reuse} were measured at colour "
+                             f"std {r.get('drift_colour_std')}, not {args.drift_colour_std}; re-run them (--only drift) "
+                             "or pass their --drift-colour-std.")  # fmt: skip
         expected = keys[: args.motion_clips] if r["name"] in MOTION_ROWS else keys
         if [c["key"] for c in r["per_clip"]] != expected:
             raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "
@@ -629,6 +691,12 @@ def table_rows(report: dict[str, Any]) -> list[str]:
     if faces:  # not a target: the part of the identity error a face-identity branch can move (metrics.synthtalk)
         lines.append("Identity error of the face alone (skin colour, face width and height): "
                      + "; ".join(f"{name} {v:.4f}" for name, v in faces) + ".")  # fmt: skip
+    drift = sorted({float(r["drift_colour_std"]) for r in report["rows"] if r["name"] in DRIFT_ROWS})
+    if drift:
+        lines.append("Drifted reference: the first frame is the portrait with a per-channel colour gain and offset of "
+                     f"standard deviation {', '.join(f'{d:g}' for d in drift)} ([-1, 1] units; seeded by the clip), "
+                     "the face conditioner embeds the true portrait, and identity is scored against the true portrait "
+                     "(as a continuation from a drifted last frame).")  # fmt: skip
     spread = report.get("motion_embedding") or {}
     if spread.get("relative_distance") is not None:
         lines.append(f"Motion conditioner: its embeddings for motion {MOTION_LEVELS[0]} and {MOTION_LEVELS[-1]} lie "

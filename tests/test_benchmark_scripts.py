@@ -70,6 +70,9 @@ def test_demo_targets_smoke(tmp_path):
     names = [row["name"] for row in report["rows"]]
     assert names[:3] == ["full model, own speech", "full model, silence", "full model, another sentence"]
     assert {"motion 0.1", "motion 0.5", "motion 1.0", "full model, face conditioner off"} <= set(names)
+    # the drifted reference: colour-shifted first frame, face tokens from the true portrait, with and without them
+    drift_rows = ["full model, drifted reference", "full model, drifted reference, face conditioner off"]
+    assert [n for n in names if "drifted" in n] == drift_rows
     assert set(report["checks"]) >= {"lipsync >= 0.6", "silence <= 0.15", "another sentence <= 0.15",
                                      "motion 0.1 < 0.5 < 1.0"}  # fmt: skip
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith(
@@ -110,6 +113,9 @@ def test_demo_targets_smoke(tmp_path):
     assert report["evidence"]["identity error: with face < without"]["clips"] == 2
     assert "motion 0.1 < 0.5 < 1.0" not in report["evidence"]  # one clip per motion row: no interval
     assert "paired difference over clips" in path.with_suffix(".md").read_text()
+    assert all(by[n]["drift_colour_std"] == 0.15 and by[n]["identity_error"] is not None for n in drift_rows)
+    assert report["evidence"]["drifted reference: identity error with face < without"]["clips"] == 2
+    assert "Drifted reference: the first frame is the portrait" in path.with_suffix(".md").read_text()
     # in this process (no second interpreter start): the reference row alone, under its own name
     script = load_script("demo_targets")
     assert script.main([*command[2:], "--reference-only", "--out", str(tmp_path / "ref")]) == 0
@@ -127,6 +133,8 @@ def test_demo_targets_smoke(tmp_path):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match=r"measured at motion gain 2\.0, not 1\.0"):  # motion rows of another gain
         script.main([*command[2:], "--motion-gain", "1", "--only", "reference", "--reuse", str(path)])
+    with pytest.raises(SystemExit, match=r"colour std 0\.15, not 0\.3"):  # drift rows of another drift
+        script.main([*command[2:], "--drift-colour-std", "0.3", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
         script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
     # the paper's ablation: a model trained WITHOUT the face conditioner gets its own row and the identity check
@@ -136,7 +144,7 @@ def test_demo_targets_smoke(tmp_path):
     no_face = StageTwoLipRefiner(backbone={"preset": "demo", "seed": 0}, face=None, motion=dict(DEMO_MOTION),
                                  trainable={"mode": "full"}, seed=1)  # fmt: skip
     export_conditioning(no_face, tmp_path / "no-face.safetensors")
-    assert script.main([*command[2:], "--only", "ablation", "--reuse", str(path),
+    assert script.main([*command[2:], "--only", "ablation", "drift", "--reuse", str(path),
                         "--ablation", str(tmp_path / "no-face.safetensors")]) == 0  # fmt: skip
     (ablation_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path}
     ablated = json.loads(ablation_path.read_text())
@@ -144,6 +152,10 @@ def test_demo_targets_smoke(tmp_path):
     assert ablation_row["identity_error"] is not None and ablated["ablation_sha256"]
     assert ablated["checks"]["identity error: full < trained without face"] == (
         by["full model, own speech"]["identity_error"] < ablation_row["identity_error"])  # fmt: skip
+    drifted = {r["name"]: r for r in ablated["rows"] if "drifted" in r["name"]}
+    assert set(drifted) == {*drift_rows, script.DRIFT_ABLATION_ROW}
+    assert ablated["checks"]["drifted reference: identity error full < trained without face"] == (
+        drifted[drift_rows[0]]["identity_error"] < drifted[script.DRIFT_ABLATION_ROW]["identity_error"])  # fmt: skip
     with pytest.raises(SystemExit, match="has a face conditioner"):  # the full model is no ablation
         script.main([*command[2:], "--only", "ablation", "--ablation", str(demo / "model.safetensors")])
     # every row decodes through the VAE: the record names it, and rows of another VAE are never reused
@@ -156,6 +168,22 @@ def test_demo_targets_smoke(tmp_path):
     other.save_pretrained(str(tmp_path / "other-vae"))
     with pytest.raises(SystemExit, match="another VAE"):
         script.main([*command[2:], "--vae", str(tmp_path / "other-vae"), "--only", "reference", "--reuse", str(path)])
+
+
+def test_demo_targets_drifted_reference_is_a_seeded_colour_shift():
+    """The drifted first frame: the same for a clip in every run, another for another clip, a colour change only."""
+    script = load_script("demo_targets")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a, b = (script.drifted_reference(image, 0.15, "clip-0") for _ in range(2))
+    other = script.drifted_reference(image, 0.15, "clip-1")
+    assert a.dtype == np.uint8 and a.shape == image.shape
+    assert np.array_equal(a, b) and not np.array_equal(a, other) and not np.array_equal(a, image)
+    assert np.array_equal(script.drifted_reference(image, 0.0, "clip-0"), image)  # no drift: the portrait itself
+    # a per-channel gain and offset: each channel stays an affine map of the original (where nothing is clipped)
+    for ch in range(3):
+        x, y = image[..., ch].ravel().astype(float), a[..., ch].ravel().astype(float)
+        inside = (y > 0) & (y < 255)
+        assert np.corrcoef(x[inside], y[inside])[0, 1] > 0.999
 
 
 def test_demo_targets_control_sentence_is_the_least_correlated_clip():

@@ -170,6 +170,45 @@ def test_face_and_motion_conditioners_at_inference(tiny_weights, inputs):
         full(noise, inputs["audio"], **FAST)
 
 
+def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, inputs, tmp_path):
+    """A continuation: the first frame is one image, the identity tokens come from another (the original portrait)."""
+    from fantasytalking.conditioning import FaceConditioner
+
+    full = FantasyTalkingPipeline.from_pretrained(tiny_weights["original"])
+    face = FaceConditioner(face_dim=128, dim=16, num_queries=4, num_layers=1, num_heads=2)
+    full.transformer.add_token_branch("face", face.token_dim)
+    full.conditioning.add(face)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in full.transformer.processors:
+            p.branches["face"].k_proj.weight.normal_()
+            p.branches["face"].v_proj.weight.normal_()
+    embedded: list[np.ndarray] = []
+    embed = face.embed
+    face.embed = lambda rgb, landmarks: (embedded.append(rgb), embed(rgb, landmarks))[1]
+    mirrored = tmp_path / "mirrored.png"
+    Image.open(inputs["image"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+
+    own = full(inputs["image"], inputs["audio"], **FAST)
+    other = full(inputs["image"], inputs["audio"], face_image=mirrored, **FAST)
+    same = full(inputs["image"], inputs["audio"], face_image=Image.open(inputs["image"]), **FAST)
+    image, mirror = np.asarray(Image.open(inputs["image"]).convert("RGB")), np.asarray(Image.open(mirrored))
+    assert [e.shape for e in embedded] == [image.shape] * 3
+    assert np.array_equal(embedded[0], image) and np.array_equal(embedded[1], mirror)
+    assert np.array_equal(embedded[2], image)
+    assert (own.settings.face_image, other.settings.face_image, same.settings.face_image) == (
+        None, str(mirrored), "a PIL image")  # fmt: skip
+    assert not np.array_equal(other.frames, own.frames)  # the identity tokens changed, the first frame did not
+    assert np.array_equal(same.frames, own.frames)
+    with pytest.raises(InputError, match="needs at least"):
+        full(inputs["image"], inputs["audio"], face_image=Image.new("RGB", (20, 20)), **FAST)
+
+
+def test_face_image_needs_a_face_conditioner(pipe, inputs):
+    with pytest.raises(InputError, match="no face conditioner"):
+        pipe(inputs["image"], inputs["audio"], face_image=inputs["image"], **FAST)
+
+
 def test_motion_flags_need_a_motion_conditioner(pipe, inputs):
     with pytest.raises(InputError, match="no motion conditioner"):
         pipe(inputs["image"], inputs["audio"], face_motion=0.5, **FAST)

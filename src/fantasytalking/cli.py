@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--allow-download", action="store_true",
                      help="let hub names download missing weights (needs a network)")
     gen.add_argument("--image", type=Path, required=True, help="portrait image (any format PIL reads)")
+    gen.add_argument("--face-image", type=Path, default=None,
+                     help="portrait the face conditioner embeds when --image is not it (e.g. --image is the last "
+                     "frame of an earlier clip); weights with a face conditioner only")
     gen.add_argument("--audio", type=Path, required=True, help="speech (wav/flac/mp3/m4a/...; any sample rate)")
     gen.add_argument("--output", type=Path, required=True, help="output .mp4 (its settings go to the same name .json)")
     gen.add_argument("--prompt", default=DEFAULT_PROMPT, help="text prompt")
@@ -173,6 +176,8 @@ def _generate(args: argparse.Namespace) -> Path:
     # Cheap checks first: fail before loading gigabytes.
     ftio.check_output_path(args.output, overwrite=args.overwrite)
     ftio.load_image(args.image)
+    if args.face_image is not None:
+        ftio.load_image(args.face_image)
     ftio.load_audio(args.audio)
     if args.steps < 1:
         raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
@@ -198,7 +203,7 @@ def _generate(args: argparse.Namespace) -> Path:
         audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
         face_motion=args.face_motion, body_motion=args.body_motion, motion_gain=args.motion_gain,
         batch_passes=args.batch_passes,
-        segment_frames=args.segment_frames,
+        segment_frames=args.segment_frames, face_image=args.face_image,
     )
     for note in result.settings.notes:
         print(f"note: {note}", file=sys.stderr)

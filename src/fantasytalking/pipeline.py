@@ -69,6 +69,7 @@ class GenerationSettings:
     audio_seconds_given: float = 0.0
     segment_frames: int | None = None  # set when the video was made of several clips
     segments: int = 1
+    face_image: str | None = None  # where the face conditioner's portrait came from, when not the image
     notes: list[str] = field(default_factory=list)
 
 
@@ -303,6 +304,17 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             logger.warning(note)
         return image_tensor, used, settings, pil
 
+    def face_source(self, face_image: Any) -> Any:
+        """The RGB PIL image of ``face_image`` (a path or a PIL image) for the face conditioner, checked as an input
+        image is; an error when these weights have no face conditioner to give it to."""
+        if "face" not in self.conditioning:
+            raise InputError("these weights have no face conditioner (the public release has only audio); "
+                             "drop face_image / --face-image or use weights trained with the face branch.")  # fmt: skip
+        is_pil = hasattr(face_image, "convert") and not isinstance(face_image, (str, Path))
+        pil = (face_image if is_pil else ftio.load_image(face_image)).convert("RGB")
+        ftio.check_image_size(pil, min_side=self.min_image_side, path=None if is_pil else face_image)
+        return pil
+
     def identity_and_motion_inputs(self, image: Any, settings: GenerationSettings) -> dict[str, dict[str, Any]]:
         """Inputs of the face and motion conditioners, when the weights have them.
 
@@ -358,6 +370,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         motion_gain: float = 1.0,
         batch_passes: bool = False,
         segment_frames: int | None = None,
+        face_image: Any = None,
         progress: bool = True,
     ) -> FantasyTalkingOutput:
         """Generate a talking clip.
@@ -385,6 +398,11 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 starting from the previous clip's last frame, up to ``max_frames`` in all; 0: one clip
                 (the release). None: the weights' own setting (``pipe.segment_frames``: none for the
                 official weights, the training clip length for the demo).
+            face_image: the portrait the face conditioner embeds (a path or a PIL image), when it is not
+                ``image``: e.g. ``image`` is the last frame of an earlier clip (a continuation, whose colours and
+                sharpness have drifted) and ``face_image`` the original portrait, so that the identity tokens
+                come from the original, as segmented generation does. None: ``image``. Only for weights with a
+                face conditioner.
         """
         settings = GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
@@ -399,7 +417,10 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                     f"audio guidance steps {first}-{last} are outside 0-{num_inference_steps - 1}; give FIRST <= LAST."
                 )
         image_tensor, waveform, settings, pil = self.prepare_inputs(image, audio, settings)
-        identity_motion = self.identity_and_motion_inputs(pil, settings)
+        if face_image is not None:
+            settings.face_image = str(face_image) if isinstance(face_image, (str, Path)) else "a PIL image"
+        identity_motion = self.identity_and_motion_inputs(pil if face_image is None else self.face_source(face_image),
+                                                          settings)  # fmt: skip
         device = self._execution_device
         self.set_progress_bar_config(disable=not progress)
         segment = self.resolve_segment_frames(segment_frames)
