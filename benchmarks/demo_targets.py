@@ -387,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if key in selected:
             measure()
-        elif reuse is not None:
-            rows.extend(reuse[n] for n in names if n in reuse)
+        elif reuse is not None:  # an ablation's rows stand only beside the --ablation they were measured with
+            rows.extend(reuse[n] for n in names if n in reuse and (n != DRIFT_ABLATION_ROW or args.ablation))
 
     checks = target_checks({r["name"]: r for r in rows})
     model = full if full is not None else pipeline(args.model)  # the conditioner is read, not run: seconds
@@ -598,6 +598,11 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
             raise SystemExit(f"demo_targets: the drifted-reference rows of --reuse {args.reuse} were measured at colour "
                              f"std {r.get('drift_colour_std')}, not {args.drift_colour_std}; re-run them (--only drift) "
                              "or pass their --drift-colour-std.")  # fmt: skip
+        if (r["name"] in (ABLATION_ROW, DRIFT_ABLATION_ROW) and args.ablation is not None and r.get("model")
+                and r["model"] != str(args.ablation)):  # fmt: skip
+            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} was measured with --ablation "
+                             f"{r['model']}, not {args.ablation}; re-run it (--only ablation / drift) or pass that "
+                             "--ablation.")  # fmt: skip
         expected = keys[: args.motion_clips] if r["name"] in MOTION_ROWS else keys
         if [c["key"] for c in r["per_clip"]] != expected:
             raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "

@@ -56,7 +56,7 @@ def test_bench_14b_step_smoke(tmp_path, extra):
 
 
 @pytest.mark.slow
-def test_demo_targets_smoke(tmp_path):
+def test_demo_targets_smoke(tmp_path, monkeypatch):
     """benchmarks/demo_targets.py on a random demo model folder: two short held-out clips, one step."""
     demo, heldout = random_demo_and_heldout(tmp_path)
     command = [sys.executable, str(ROOT / "benchmarks" / "demo_targets.py"), "--heldout", str(heldout),
@@ -114,6 +114,8 @@ def test_demo_targets_smoke(tmp_path):
     assert "motion 0.1 < 0.5 < 1.0" not in report["evidence"]  # one clip per motion row: no interval
     assert "paired difference over clips" in path.with_suffix(".md").read_text()
     assert all(by[n]["drift_colour_std"] == 0.15 and by[n]["identity_error"] is not None for n in drift_rows)
+    # the drifted frame is what the model starts from: same seed and speech, another video than the portrait's
+    assert by[drift_rows[0]]["per_clip"] != by["full model, own speech"]["per_clip"]
     assert report["evidence"]["drifted reference: identity error with face < without"]["clips"] == 2
     assert "Drifted reference: the first frame is the portrait" in path.with_suffix(".md").read_text()
     # in this process (no second interpreter start): the reference row alone, under its own name
@@ -144,8 +146,17 @@ def test_demo_targets_smoke(tmp_path):
     no_face = StageTwoLipRefiner(backbone={"preset": "demo", "seed": 0}, face=None, motion=dict(DEMO_MOTION),
                                  trainable={"mode": "full"}, seed=1)  # fmt: skip
     export_conditioning(no_face, tmp_path / "no-face.safetensors")
+    from fantasytalking.conditioning import FaceConditioner
+
+    embedded: list[np.ndarray] = []  # what the face conditioner embeds in the drift rows: the TRUE portraits
+    embed = FaceConditioner.embed
+    monkeypatch.setattr(FaceConditioner, "embed", lambda self, rgb, lm: (embedded.append(rgb), embed(self, rgb, lm))[1])
     assert script.main([*command[2:], "--only", "ablation", "drift", "--reuse", str(path),
                         "--ablation", str(tmp_path / "no-face.safetensors")]) == 0  # fmt: skip
+    portraits = [c["image"] for c in script.heldout_clips(heldout, {"frames": 17, "fps": 23})]
+    assert len(embedded) == 2 * len(portraits)  # full and face off; the ablation has no face conditioner
+    assert all(any(np.array_equal(e, p) for p in portraits) for e in embedded)
+    monkeypatch.undo()
     (ablation_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path}
     ablated = json.loads(ablation_path.read_text())
     ablation_row = next(r for r in ablated["rows"] if r["name"] == script.ABLATION_ROW)
@@ -156,6 +167,16 @@ def test_demo_targets_smoke(tmp_path):
     assert set(drifted) == {*drift_rows, script.DRIFT_ABLATION_ROW}
     assert ablated["checks"]["drifted reference: identity error full < trained without face"] == (
         drifted[drift_rows[0]]["identity_error"] < drifted[script.DRIFT_ABLATION_ROW]["identity_error"])  # fmt: skip
+    # the ablation's rows stand only beside the ablation they were measured with
+    export_conditioning(StageTwoLipRefiner(backbone={"preset": "demo", "seed": 0}, face=None, motion=dict(DEMO_MOTION),
+                                           trainable={"mode": "full"}, seed=2), tmp_path / "other-no-face.safetensors")
+    with pytest.raises(SystemExit, match="was measured with --ablation"):
+        script.main([*command[2:], "--only", "reference", "--reuse", str(ablation_path),
+                     "--ablation", str(tmp_path / "other-no-face.safetensors")])  # fmt: skip
+    assert script.main([*command[2:], "--only", "reference", "--reuse", str(ablation_path)]) == 0  # no --ablation
+    (plain_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path, ablation_path}
+    plain = [r["name"] for r in json.loads(plain_path.read_text())["rows"]]
+    assert script.ABLATION_ROW not in plain and script.DRIFT_ABLATION_ROW not in plain and drift_rows[0] in plain
     with pytest.raises(SystemExit, match="has a face conditioner"):  # the full model is no ablation
         script.main([*command[2:], "--only", "ablation", "--ablation", str(demo / "model.safetensors")])
     # every row decodes through the VAE: the record names it, and rows of another VAE are never reused

@@ -197,11 +197,20 @@ def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, in
     assert np.array_equal(embedded[0], image) and np.array_equal(embedded[1], mirror)
     assert np.array_equal(embedded[2], image)
     assert (own.settings.face_image, other.settings.face_image, same.settings.face_image) == (
-        None, str(mirrored), "a PIL image")  # fmt: skip
+        None, str(mirrored), "an image object")  # fmt: skip
     assert not np.array_equal(other.frames, own.frames)  # the identity tokens changed, the first frame did not
     assert np.array_equal(same.frames, own.frames)
+    # a continuation as the quickstart writes it: an output's frame as the image, arrays as well as files
+    onward = full(own.frames[-1], inputs["audio"], face_image=image, **FAST)
+    assert np.array_equal(embedded[-1], image) and onward.frames.shape == own.frames.shape
+    assert np.array_equal(full(image, inputs["audio"], **FAST).frames, own.frames)  # an array is the file's pixels
     with pytest.raises(InputError, match="needs at least"):
         full(inputs["image"], inputs["audio"], face_image=Image.new("RGB", (20, 20)), **FAST)
+    with pytest.raises(InputError, match=r"uint8 RGB of shape \(H, W, 3\)"):
+        full(inputs["image"], inputs["audio"], face_image=image.astype(np.float32), **FAST)
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    with pytest.raises(InputError, match=r"no face found in face_image \(an image object\)"):
+        full(inputs["image"], inputs["audio"], face_image=noise, **FAST)
 
 
 def test_face_image_needs_a_face_conditioner(pipe, inputs):

@@ -279,8 +279,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         the RGB input image (for the face conditioner).
         """
         spatial = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
-        pil = image if hasattr(image, "convert") and not isinstance(image, (str, Path)) else ftio.load_image(image)
-        pil = pil.convert("RGB")
+        pil = ftio.as_image(image)
         ftio.check_image_size(pil, min_side=self.min_image_side)
         resized = ftio.resize_for_model(pil, max_edge=settings.max_edge, multiple=spatial)
         settings.width, settings.height = resized.size
@@ -310,9 +309,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         if "face" not in self.conditioning:
             raise InputError("these weights have no face conditioner (the public release has only audio); "
                              "drop face_image / --face-image or use weights trained with the face branch.")  # fmt: skip
-        is_pil = hasattr(face_image, "convert") and not isinstance(face_image, (str, Path))
-        pil = (face_image if is_pil else ftio.load_image(face_image)).convert("RGB")
-        ftio.check_image_size(pil, min_side=self.min_image_side, path=None if is_pil else face_image)
+        pil = ftio.as_image(face_image)
+        ftio.check_image_size(pil, min_side=self.min_image_side,
+                              path=face_image if isinstance(face_image, (str, Path)) else "face_image")  # fmt: skip
         return pil
 
     def identity_and_motion_inputs(self, image: Any, settings: GenerationSettings) -> dict[str, dict[str, Any]]:
@@ -376,7 +375,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         """Generate a talking clip.
 
         Args:
-            image: a path or a PIL image (any mode; converted to RGB).
+            image: a path, a PIL image (any mode; converted to RGB) or a ``uint8 (H, W, 3)`` RGB array (e.g. the
+                last frame of an earlier output, to continue it).
             audio: a path (any format and sample rate) or a 16 kHz mono ``float32`` array.
             prompt, negative_prompt: text condition; the negative prompt is the unconditional pass.
             num_inference_steps: Euler steps (30 in the release).
@@ -398,7 +398,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 starting from the previous clip's last frame, up to ``max_frames`` in all; 0: one clip
                 (the release). None: the weights' own setting (``pipe.segment_frames``: none for the
                 official weights, the training clip length for the demo).
-            face_image: the portrait the face conditioner embeds (a path or a PIL image), when it is not
+            face_image: the portrait the face conditioner embeds (as ``image`` is given), when it is not
                 ``image``: e.g. ``image`` is the last frame of an earlier clip (a continuation, whose colours and
                 sharpness have drifted) and ``face_image`` the original portrait, so that the identity tokens
                 come from the original, as segmented generation does. None: ``image``. Only for weights with a
@@ -417,10 +417,17 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                     f"audio guidance steps {first}-{last} are outside 0-{num_inference_steps - 1}; give FIRST <= LAST."
                 )
         image_tensor, waveform, settings, pil = self.prepare_inputs(image, audio, settings)
-        if face_image is not None:
-            settings.face_image = str(face_image) if isinstance(face_image, (str, Path)) else "a PIL image"
-        identity_motion = self.identity_and_motion_inputs(pil if face_image is None else self.face_source(face_image),
-                                                          settings)  # fmt: skip
+        if face_image is None:
+            identity_motion = self.identity_and_motion_inputs(pil, settings)
+        else:
+            from fantasytalking.face.landmarks import NoFaceError
+
+            settings.face_image = str(face_image) if isinstance(face_image, (str, Path)) else "an image object"
+            try:
+                identity_motion = self.identity_and_motion_inputs(self.face_source(face_image), settings)
+            except NoFaceError:
+                raise NoFaceError(f"no face found in face_image ({settings.face_image}); give the original portrait, "
+                                  "with one clearly visible face") from None  # fmt: skip
         device = self._execution_device
         self.set_progress_bar_config(disable=not progress)
         segment = self.resolve_segment_frames(segment_frames)

@@ -16,6 +16,7 @@ from fantasytalking.io.audio import (
 )
 from fantasytalking.io.image import (
     MIN_IMAGE_STD,
+    as_image,
     check_image_size,
     image_to_tensor,
     load_image,
@@ -35,6 +36,7 @@ from fantasytalking.io.video import (
 __all__ = [
     "MIN_AUDIO_SECONDS",
     "MIN_IMAGE_STD",
+    "as_image",
     "audio_duration",
     "audio_overflow_warning",
     "check_image_size",

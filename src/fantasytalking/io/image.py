@@ -19,6 +19,7 @@ from fantasytalking.errors import InputError
 
 __all__ = [
     "MIN_IMAGE_STD",
+    "as_image",
     "check_image_size",
     "image_to_tensor",
     "load_image",
@@ -53,6 +54,19 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
     if mode == "1":
         img = img.convert("L")
     return img.convert("RGB")
+
+
+def as_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:
+    """An input image as an RGB PIL image: a path (:func:`load_image`), a PIL image (any mode, converted), or a
+    ``uint8 (H, W, 3)`` RGB array such as a frame of an earlier output (``output.frames[-1]``)."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"an image array must be uint8 RGB of shape (H, W, 3), like an output's frames; got "
+                             f"{image.dtype} {tuple(image.shape)}")  # fmt: skip
+        return Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    return load_image(image)
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
