@@ -197,8 +197,6 @@ def mean(values: list[Any]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
-
     from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, demo_card
     from fantasytalking.training.presets import demo_pipeline
 
@@ -261,10 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         """``first``: another first frame than the clip's (the face conditioner then embeds the clip's own)."""
         lm = clip["landmarks"]
         if first is not None and "face" in pipe.conditioning:
-            extra["face_image"] = Image.fromarray(clip["image"])
-        image = clip["image"] if first is None else first
+            extra["face_image"] = clip["image"]
         with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)):
-            return pipe(Image.fromarray(image), audio, **gen, **extra).frames
+            return pipe(clip["image"] if first is None else first, audio, **gen, **extra).frames
 
     rows: list[dict[str, Any]] = []
     keys = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion",
@@ -300,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             first_of: Any = None, **extra: Any) -> None:  # fmt: skip
         """``first_of(clip)``: the first frame to give instead of the clip's portrait (None: the portrait)."""
         start = time.perf_counter()
-        per_clip = [{"key": clip["key"], **score(run(pipe, clip, audio_of(clip), None if first_of is None
-                                                     else first_of(clip), **extra), clip, 23.0)}
-                    for clip in subset]  # fmt: skip
+        per_clip = []
+        for clip in subset:
+            first = None if first_of is None else first_of(clip)
+            per_clip.append({"key": clip["key"], **score(run(pipe, clip, audio_of(clip), first, **extra), clip, 23.0)})
         finish(name, start, per_clip, **(stamp or {}))
 
     def another_row(pipe: Any) -> None:
@@ -375,12 +373,16 @@ def main(argv: list[str] | None = None) -> int:
         the full model, its face path switched off, and the ablation (with --ablation)."""
         std = args.drift_colour_std
         drifted = {c["key"]: drifted_reference(c["image"], std, c["key"]) for c in clips}
+
+        def first_of(c: dict[str, Any]) -> np.ndarray:
+            return drifted[c["key"]]
+
         stamp = {"drift_colour_std": std}
-        row(DRIFT_ROW, full, lambda c: own[c["key"]], clips, stamp, first_of=lambda c: drifted[c["key"]])
-        face_off_row(DRIFT_FACE_OFF_ROW, stamp=stamp, first_of=lambda c: drifted[c["key"]])
+        row(DRIFT_ROW, full, lambda c: own[c["key"]], clips, stamp, first_of=first_of)
+        face_off_row(DRIFT_FACE_OFF_ROW, stamp=stamp, first_of=first_of)
         if args.ablation is not None:
             row(DRIFT_ABLATION_ROW, ablation_pipe(), lambda c: own[c["key"]], clips,
-                {**stamp, "model": str(args.ablation)}, first_of=lambda c: drifted[c["key"]])  # fmt: skip
+                {**stamp, "model": str(args.ablation)}, first_of=first_of)  # fmt: skip
 
     for key, names, measure in plan:
         if (key == "stage1" and not args.stage1.exists()) or (key == "ablation" and args.ablation is None):

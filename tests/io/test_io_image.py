@@ -11,6 +11,7 @@ from PIL import Image
 
 from fantasytalking.errors import InputError
 from fantasytalking.io.image import (
+    as_image,
     check_image_size,
     image_to_tensor,
     load_image,
@@ -131,6 +132,20 @@ def test_load_rgba_composited_on_white(tmp_path: Path) -> None:
     arr = np.asarray(load_image(p))
     assert (arr[:, :32] == 255).all()
     assert np.array_equal(arr[:, 32:], _gradient()[:, 32:])
+
+
+def test_as_image_takes_paths_pil_images_and_arrays_as_a_file_is_read(tmp_path: Path) -> None:
+    """A PIL image or an array gives the pixels its file would: transparency on white, not on black."""
+    rgba = np.zeros((48, 64, 4), dtype=np.uint8)
+    rgba[..., :3] = _gradient()
+    rgba[..., 3] = 255
+    rgba[:, :32, 3] = 0
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "alpha.png")
+    from_file = np.asarray(as_image(tmp_path / "alpha.png"))
+    assert np.array_equal(np.asarray(as_image(Image.fromarray(rgba, mode="RGBA"))), from_file)
+    assert np.array_equal(np.asarray(as_image(from_file)), from_file)
+    with pytest.raises(InputError, match=r"uint8 RGB of shape \(H, W, 3\)"):
+        as_image(rgba)
 
 
 def test_load_la_and_palette(tmp_path: Path) -> None:

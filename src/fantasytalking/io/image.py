@@ -57,7 +57,8 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
 
 
 def as_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:
-    """An input image as an RGB PIL image: a path (:func:`load_image`), a PIL image (any mode, converted), or a
+    """An input image as an RGB PIL image: a path (:func:`load_image`), a PIL image (any mode, converted as a file's
+    pixels are), or a
     ``uint8 (H, W, 3)`` RGB array such as a frame of an earlier output (``output.frames[-1]``)."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -65,7 +66,7 @@ def as_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.
                              f"{image.dtype} {tuple(image.shape)}")  # fmt: skip
         return Image.fromarray(image)
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _to_8bit_rgb(image)  # as a file's pixels are: transparency on white, high bit depths rescaled
     return load_image(image)
 
 
