@@ -180,3 +180,76 @@ def test_dlib_embedding_is_of_the_frame_inference_embeds(tmp_path: Path) -> None
     # H.264 moves the descriptor a little; the large render moved it by ~0.25, half of what separates two people
     print("DIST", np.linalg.norm(stored - of_frame))
     assert np.linalg.norm(stored - of_frame) < 0.15
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--seed", "-1"), ("--face-size", "0"), ("--crf", "99"), ("--clips-per-shard", "0")],
+)
+def test_bad_options_are_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    """A bad option is a one-line error naming it, and no folder or settings file is left behind (a negative seed
+    used to crash in numpy, --face-size/--crf were refused only after synthtalk.json was written, and
+    --clips-per-shard 0 silently wrote one clip per shard)."""
+    out = tmp_path / "new" / "synth"
+    argv = ["--out", str(out), "--clips", "1", "--size", "32", "--frames", "5", "--face-encoder", "identity",
+            "--quiet", option, value]  # fmt: skip
+    assert synth_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and option in err and "\n" not in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_out_must_be_a_folder_without_dataset_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out naming a file, or a folder holding any dataset file (not only shards or a manifest), is refused with
+    one line, and the folder's files are left as they were."""
+    common = ["--clips", "1", "--size", "32", "--frames", "5", "--face-encoder", "identity", "--quiet"]
+    a_file = tmp_path / "file"
+    a_file.write_text("keep")
+    assert synth_main(["--out", str(a_file), *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and a_file.read_text() == "keep"
+    for name in ("stats.json", "synthtalk.json", "preprocess.json"):
+        used = tmp_path / name.split(".")[0]
+        used.mkdir()
+        (used / name).write_text('{"mine": 1}')
+        assert synth_main(["--out", str(used), *common]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "already holds a dataset" in err and "\n" not in err
+        assert sorted(p.name for p in used.iterdir()) == [name] and (used / name).read_text() == '{"mine": 1}'
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_a_failed_run_leaves_no_partial_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
+    """Interrupted (or failing) after two finished shards: the run removes what it wrote (shards, manifest,
+    settings, the folders it made), so no half dataset is left for the datamodule to read as a whole one; a folder
+    that existed before keeps its own files."""
+    from fantasytalking.data.synthtalk import dataset as ds
+
+    real = ds.make_clip
+
+    def fail_at_two(cfg: SynthConfig, index: int, **kw: object) -> object:
+        if index == 2:
+            raise failure()
+        return real(cfg, index, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ds, "make_clip", fail_at_two)
+    made = tmp_path / "made" / "synth"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    for out in (made, kept):
+        cfg = SynthConfig(out_dir=out, clips=3, size=32, num_frames=5, seed=0, clips_per_shard=1,
+                          face_encoder="identity")  # fmt: skip
+        with pytest.raises(failure):
+            write_synthtalk(cfg)
+    assert not (tmp_path / "made").exists()
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+    if failure is KeyboardInterrupt:  # the CLI says so in one line and exits 130
+        argv = ["--out", str(made), "--clips", "3", "--size", "32", "--frames", "5", "--clips-per-shard", "1",
+                "--face-encoder", "identity", "--quiet"]  # fmt: skip
+        assert synth_main(argv) == 130
+        assert not (tmp_path / "made").exists()

@@ -89,7 +89,7 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; delete the --out folder and run again", file=sys.stderr)
+        print("error: interrupted; what the run had written was removed, run it again", file=sys.stderr)
         return 130
     print(report.summary())
     return 0

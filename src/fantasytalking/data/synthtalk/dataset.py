@@ -12,9 +12,11 @@ unchanged, plus ``synthtalk.json`` (the settings) and two ground-truth members p
                 rate, requested motion intensity, ``t0`` of the clip in the utterance, and the phoneme timeline
                 ``[[mnemonic, start_s, end_s]]`` in clip time
 
-Everything is a pure function of ``(seed, split, index)``: the same arguments give the same samples (the tar
-headers' mtimes aside). Held out: sentences (``bank.sentences_for``), voices (``bank.VOICES``) and identities
-(identity seeds of the held-out split come from a different seed stream, ``IDENTITY_STREAM[split]``).
+Every sample is a pure function of the settings (``synthtalk.json``) and its index: the same arguments give the
+same samples (the tar headers' mtimes aside). The settings include ``clips`` (the default identity pool is
+``clips // 4``), so a longer run with the same seed does not start with the shorter run's clips. Held out:
+sentences (``bank.sentences_for``), voices (``bank.VOICES``) and identities (identity seeds of the held-out split
+come from a different seed stream, ``IDENTITY_STREAM[split]``).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class SynthConfig:
             raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.clips < 1:
             raise InputError(f"--clips must be at least 1, got {self.clips}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be 0 or a positive integer, got {self.seed}")
         if self.size < 32 or self.size % 16:
             raise InputError(f"--size must be a multiple of 16 and at least 32, got {self.size}")
         if self.num_frames < 1 or (self.num_frames - 1) % 4:
@@ -132,6 +136,16 @@ class SynthConfig:
             raise InputError(f"--identities must be at least 1, got {self.identities}")
         if self.workers < 1:
             raise InputError(f"--workers must be at least 1, got {self.workers}")
+        # checked here, not where they are used: a late refusal would come after the output folder was made
+        if self.face_size < 16:
+            raise InputError(f"--face-size must be at least 16 px, got {self.face_size}")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"--crf must be between 0 and 51, got {self.crf}")
+        if self.clips_per_shard < 1:
+            raise InputError(f"--clips-per-shard must be at least 1, got {self.clips_per_shard}")
+        lo, hi = self.rate_range
+        if not 80 <= lo <= hi <= 450:
+            raise InputError(f"rate_range must be (low, high) words per minute within 80-450, got {self.rate_range}")
 
     @property
     def identity_pool(self) -> int:
@@ -436,8 +450,43 @@ class SynthReport:
                 f"in {self.seconds:.1f} s ({rate:.0f} clips/min)")  # fmt: skip
 
 
+#: Files of a dataset folder (preprocess's and SynthTalk's): a folder holding any of them is refused, so everything
+#: of these names in the folder during a run is the run's own (and removed again if the run fails).
+_DATASET_FILES = (fmt.MANIFEST, fmt.STATS, fmt.REJECTIONS, fmt.PROGRESS, fmt.SETTINGS, ".preprocess.lock",
+                  SETTINGS_FILE)  # fmt: skip
+
+
+def _held_dataset_file(out: Path) -> str | None:
+    """Name of a dataset file (or shard, finished or not) already in ``out``, or None."""
+    for name in _DATASET_FILES:
+        if (out / name).exists():
+            return name
+    return next((path.name for pattern in (fmt.SHARD_GLOB, f".{fmt.SHARD_GLOB}.tmp") for path in out.glob(pattern)),
+                None)  # fmt: skip
+
+
+def _remove_partial(out: Path, shards: Sequence[str], made: Path | None) -> None:
+    """Undo a failed run: its finished shards, manifest, settings and statistics, and the folders it made."""
+    for name in (*shards, fmt.MANIFEST, fmt.STATS, SETTINGS_FILE):
+        with contextlib.suppress(OSError):
+            (out / name).unlink()
+    if made is not None:
+        folder = out
+        while True:
+            try:
+                folder.rmdir()  # only when empty: never removes anything else
+            except OSError:
+                break
+            if folder == made:
+                break
+            folder = folder.parent
+
+
 def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | None = None) -> SynthReport:
-    """Write ``cfg.clips`` clips of ``cfg.split`` into ``cfg.out_dir`` as shards (see the module doc)."""
+    """Write ``cfg.clips`` clips of ``cfg.split`` into ``cfg.out_dir`` as shards (see the module doc).
+
+    All or nothing: a run that fails or is interrupted removes what it wrote (shards, manifest, settings and the
+    folders it made), so a folder never holds part of a dataset."""
     # The shard writer and statistics of preprocessing, so both folders are written the same way.
     from fantasytalking.data.preprocess import ShardWriter, append_jsonl, write_stats
     from fantasytalking.io.video import write_json_atomic
@@ -446,10 +495,16 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
     if cfg.out_dir is None:
         raise InputError("give an output folder with --out")
     out = Path(cfg.out_dir)
-    if out.exists() and (any(out.glob(fmt.SHARD_GLOB)) or (out / fmt.MANIFEST).exists()):
-        raise InputError(f"{out} already holds a dataset; choose an empty --out folder or delete it first")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / SETTINGS_FILE, cfg.settings())
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; give a new or empty folder")
+    held = _held_dataset_file(out) if out.exists() else None
+    if held is not None:
+        raise InputError(f"{out} already holds a dataset ({held}); choose an empty --out folder or delete it first")
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder made here
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create --out {out} ({err.strerror or err}); choose a writable folder") from None
     start = time.perf_counter()
     shards: list[str] = []
 
@@ -461,10 +516,11 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
     stem = f"synthtalk-{cfg.split}-{cfg.seed}"
     pool: ProcessPoolExecutor | None = None
     try:
+        write_json_atomic(out / SETTINGS_FILE, cfg.settings())
         with tempfile.TemporaryDirectory(prefix=".synth-", dir=out) as tmp:
             if cfg.workers > 1:
                 # spawn, not fork: each worker starts its own libespeak-ng and dlib (neither survives a fork well);
-                # a worker that dies ends the run with BrokenProcessPool (no half-written shard is kept)
+                # a worker that dies ends the run with BrokenProcessPool (nothing of the run is kept)
                 with _single_threaded_children():
                     pool = ProcessPoolExecutor(min(cfg.workers, cfg.clips), mp_context=multiprocessing.get_context("spawn"),
                                                initializer=_init_worker, initargs=(cfg,))  # fmt: skip
@@ -479,12 +535,13 @@ def write_synthtalk(cfg: SynthConfig, *, progress: Callable[[int, int], None] | 
             writer.commit()
             if pool is not None:
                 pool.shutdown()
+        write_stats(out)
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         writer.abort()
+        _remove_partial(out, shards, made)
         raise
-    write_stats(out)
     return SynthReport(out_dir=out, clips=cfg.clips, shards=len(shards), seconds=time.perf_counter() - start)
 
 
