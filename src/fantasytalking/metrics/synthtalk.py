@@ -74,28 +74,49 @@ _DARK_FRACTION = 0.42  # darkness starts below this fraction of the skin's luma
 
 
 def as_frames(video: Any) -> np.ndarray:
-    """``uint8 (N, H, W, 3)`` from uint8 ``(N, H, W, 3)``, a float array/tensor ``(3, N, H, W)`` or
-    ``(N, 3, H, W)`` in [-1, 1], or a path to a video file."""
+    """``uint8 (N, H, W, 3)`` from uint8 ``(N, H, W, 3)``, ``(3, N, H, W)`` or ``(N, 3, H, W)`` (array or tensor:
+    values 0-255), a float array/tensor in one of those layouts in [-1, 1], or a path to a video file.
+
+    A ``(3, 3, H, W)`` float video is read as ``(3, N, H, W)``. Floats are never read as [0, 1] or 0-255: values
+    beyond [-1.5, 1.5] (e.g. 0-255 floats or ints) or non-finite ones are refused, not clipped to a blank video.
+    """
+    from fantasytalking.errors import InputError
+
     if isinstance(video, (str, bytes)) or hasattr(video, "__fspath__"):
         from fantasytalking.io.video import read_video
 
         return read_video(video)[0]
     if hasattr(video, "detach"):
-        video = video.detach().cpu().float().numpy()
+        video = video.detach().cpu()
+        # a uint8 tensor keeps its 0-255 values (made float, it was read as [-1, 1]: a white video)
+        video = video.numpy() if str(video.dtype) == "torch.uint8" else video.float().numpy()
     arr = np.asarray(video)
     if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] == 3:
-        return arr
+        return _nonempty(arr)
     if arr.ndim == 4 and arr.shape[0] == 3 and arr.shape[-1] != 3:
         arr = arr.transpose(1, 2, 3, 0)  # (3, N, H, W) -> (N, H, W, 3)
     elif arr.ndim == 4 and arr.shape[1] == 3:
         arr = arr.transpose(0, 2, 3, 1)  # (N, 3, H, W) -> (N, H, W, 3)
     if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InputError(f"expected RGB video frames (N, H, W, 3), (3, N, H, W) or (N, 3, H, W), got shape {arr.shape}"
+                         "; pass a video of 3-channel frames (a single frame as frame[None])")  # fmt: skip
+    if arr.dtype != np.uint8:
+        _nonempty(arr)
+        x = arr.astype(np.float32)
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1.5 or hi > 1.5:
+            raise InputError(f"{arr.dtype} video frames are read as [-1, 1], got values in [{lo:g}, {hi:g}]; pass "
+                             "uint8 frames for 0-255 values, x * 2 - 1 for [0, 1], and no NaN or inf")  # fmt: skip
+        arr = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return _nonempty(arr)
+
+
+def _nonempty(frames: np.ndarray) -> np.ndarray:
+    if frames.size == 0:
         from fantasytalking.errors import InputError
 
-        raise InputError(f"expected video frames (N, H, W, 3) or (3, N, H, W), got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.clip((arr.astype(np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-    return arr
+        raise InputError(f"the video has no pixels (frames of shape {frames.shape}); pass at least one frame")
+    return frames
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -185,6 +206,13 @@ def lipsync_correlation(measured: Sequence[float] | np.ndarray, truth: Sequence[
         from fantasytalking.errors import InputError
 
         raise InputError(f"measured ({a.size} frames) and truth ({b.size} frames) must have the same length")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        from fantasytalking.errors import InputError
+
+        name, x = ("measured", a) if not np.isfinite(a).all() else ("truth", b)
+        where = np.flatnonzero(~np.isfinite(x))[:5].tolist()
+        raise InputError(f"the {name} opening holds NaN or inf at frame(s) {where}; pass finite openings (the "
+                         "'open' column of truth.npy)")  # fmt: skip
     if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
@@ -193,7 +221,13 @@ def lipsync_correlation(measured: Sequence[float] | np.ndarray, truth: Sequence[
 def mouth_closed_fraction(measured: np.ndarray, silent: np.ndarray) -> float:
     """Fraction of the ``silent`` frames (bool ``(N,)``) whose measured opening is below the closed threshold
     (1.0 when there is no silent frame)."""
-    m = np.asarray(measured)[np.asarray(silent, dtype=bool)]
+    measured, silent = np.asarray(measured).ravel(), np.asarray(silent, dtype=bool).ravel()
+    if measured.shape != silent.shape:
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"measured opening ({measured.size} frames) and silent ({silent.size} frames) must have "
+                         "the same length; cut both to the frames they share")  # fmt: skip
+    m = measured[silent]
     return 1.0 if m.size == 0 else float((m < MOUTH_CLOSED_THRESHOLD).mean())
 
 
@@ -202,6 +236,10 @@ def long_silences(silent: Sequence[bool] | np.ndarray, fps: float, min_seconds: 
 
     A run shorter than that is a pause inside speech, where co-articulation may keep the mouth moving.
     """
+    if not float(fps) > 0:
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"the frame rate must be positive to time silences, got fps={fps}; pass the video's fps")
     silent = np.asarray(silent, dtype=bool).ravel()
     out = np.zeros_like(silent)
     longest = min_seconds * float(fps)
@@ -247,8 +285,16 @@ def _reference_features(reference: Any, size: int) -> np.ndarray:
     if isinstance(reference, Identity):
         frame, _ = render_frame(reference, FacePose(), size)
         return identity_features(frame[None])
+    from fantasytalking.errors import InputError
+
+    if reference is None:
+        raise InputError("no identity reference given; pass a frame (H, W, 3), a video, an Identity or the "
+                         "identity_features vector of the reference")  # fmt: skip
     ref = np.asarray(reference)
     if ref.ndim == 1:
+        if ref.shape != (14,):
+            raise InputError(f"an identity feature vector has 14 values (identity_features), got {ref.size}; pass "
+                             "identity_features(reference) or the reference frame itself")  # fmt: skip
         return ref.astype(np.float32)
     if ref.ndim == 3:
         ref = ref[None]
@@ -282,6 +328,10 @@ def identity_error_by_frame(video: Any, reference: Any, stride: int = 8) -> tupl
 def _feature_errors_by_frame(video: Any, reference: Any, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """The frames the identity measures use (every ``stride``-th from frame ``stride`` on; the last one for shorter
     videos) and their absolute feature differences from the reference: ``(int64 (P,), float32 (P, 14))``."""
+    if int(stride) < 1:
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"the identity stride is a number of frames, 1 or more, got {stride}")
     frames = as_frames(video)
     index = np.arange(stride, len(frames), stride) if len(frames) > stride else np.array([len(frames) - 1])
     ref = _reference_features(reference, frames.shape[1])
@@ -379,10 +429,11 @@ def score_synthtalk(
 ) -> SynthTalkScores:
     """All SynthTalk measures of one video against the truth opening ``(N,)``, over the frames both have.
 
-    ``silent`` (bool ``(N,)``, e.g. truth ``speaking == 0``) defaults to the frames whose truth opening is 0. With
-    ``fps``, "closed in silence" counts only the silences longer than ``min_silence_seconds`` (None when there is
-    none); without, every silent frame. ``identity_stride``: the identity error is the mean over every k-th frame
-    (:func:`identity_error_over_frames`); None: the first frame's (:func:`identity_error`).
+    ``silent`` (bool ``(N,)``, one per truth frame, e.g. truth ``speaking == 0``) defaults to the frames whose truth
+    opening is 0. With ``fps``, "closed in silence" counts only the silences longer than ``min_silence_seconds``;
+    without, every silent frame; None when there is no such frame (never a score made up from no frame).
+    ``identity_stride``: the identity error is the mean over every k-th frame (:func:`identity_error_over_frames`);
+    None: the first frame's (:func:`identity_error`).
     """
     from fantasytalking.errors import InputError
 
@@ -396,6 +447,9 @@ def score_synthtalk(
     if n < 2:
         raise InputError(f"a video and its truth need 2 or more frames in common, got {measured.size} and {truth.size}"
                          "; score a video of the clip, not a still")  # fmt: skip
+    if silent is not None and np.size(silent) != truth.size:
+        raise InputError(f"silent has {np.size(silent)} frames, the truth opening {truth.size}; pass one flag per "
+                         "truth frame (truth.npy 'speaking' == 0: fantasytalking.metrics.truth_of)")  # fmt: skip
     sil = (truth[:n] <= 0) if silent is None else np.asarray(silent, bool).reshape(-1)[:n]
     if fps is not None:
         sil = long_silences(sil, fps, min_silence_seconds)
@@ -407,7 +461,7 @@ def score_synthtalk(
         ident = identity_error_over_frames(frames, reference, identity_stride)
     return SynthTalkScores(
         lipsync=lipsync_correlation(measured[:n], truth[:n]),
-        closed_in_silence=(mouth_closed_fraction(measured[:n], sil) if sil.any() or fps is None else None),
+        closed_in_silence=(mouth_closed_fraction(measured[:n], sil) if sil.any() else None),
         identity_error=ident,
         head_motion=head_motion(frames),
         motion_energy=motion_energy(frames),

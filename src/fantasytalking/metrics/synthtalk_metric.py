@@ -182,6 +182,12 @@ class SynthTalkMetric(Metric):
 
     def _add(self, one: dict[str, Any]) -> None:
         """One video's scores (``None``: not measured) and its optional ``requested_motion`` into the states."""
+        # a NaN would turn the whole mean into NaN, which the reports then leave out: the measure would vanish
+        for key in (*self.KEYS, "requested_motion"):
+            if one.get(key) is not None and not np.isfinite(float(one[key])):
+                raise InputError(f"a video's {key} is {one[key]}; give finite scores, None where a video has none")
+        if one.get("requested_motion") is not None and one.get("head_motion") is None:
+            raise InputError("a requested_motion needs the video's head_motion; score the video with score_one")
         for i, key in enumerate(self.KEYS):
             if one.get(key) is not None:
                 self.sums[i] += float(one[key])
