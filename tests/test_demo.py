@@ -116,6 +116,22 @@ def test_photo_is_out_of_domain_and_synthtalk_is_not():
     assert note is not None and "docs/weights.md" in note and "\n" not in note
 
 
+def test_photo_on_a_flat_background_is_out_of_domain_too():
+    """A cut-out portrait photo (a face on a flat white background, as in ID photos) is mostly flat colour, but its
+    face is not: the note is decided on the face."""
+    from skimage import data
+
+    from fantasytalking.data.synthtalk import SynthConfig, make_clip
+
+    passport = np.full((600, 500, 3), 250, np.uint8)
+    passport[200:400, 160:340] = data.astronaut()[20:220, 150:330]
+    assert flat_colour_fraction(passport) >= FLAT_THRESHOLD  # the whole image would pass for a drawing
+    note = domain_note(Image.fromarray(passport))
+    assert note is not None and "in the face" in note and "docs/weights.md" in note
+    cfg = SynthConfig(size=96, num_frames=5, fps=23.0, seed=1, split="heldout", languages=("en",))
+    assert all(domain_note(make_clip(cfg, index).frames[0]) is None for index in range(4))
+
+
 def test_demo_model_loads_with_its_settings(pipe, demo_dir):
     card = demo_card(demo_dir)
     assert card["clip_frames"] == 17 and pipe.segment_frames == DEMO_GENERATION["segment_frames"] == 0
@@ -209,3 +225,52 @@ def test_training_can_start_from_a_demo_export(demo_dir):
     for key in [k for k in tensors if k.startswith("backbone.")][:5]:
         torch.testing.assert_close(own[key.removeprefix("backbone.")], tensors[key])
     torch.testing.assert_close(module.conditioning["face"].state_dict()["queries"], tensors["face.queries"])
+
+
+@pytest.mark.parametrize(
+    ("breakage", "needle"),
+    [
+        ("card_not_object", "not a demo model card"),
+        ("card_without_seed", "no integer 'seed'"),
+        ("card_seed_not_int", "no integer 'seed'"),
+        ("card_other_seed", "do not match"),
+        ("card_unknown_setting", "unknown settings"),
+        ("vae_truncated", "cannot load the demo model"),
+        ("vae_config_corrupt", "cannot load the demo model"),
+        ("vae_other_size", "cannot load the demo model"),
+    ],
+)
+def test_corrupt_or_mismatched_demo_folder_fails_in_one_line_and_writes_nothing(breakage, needle, demo_dir, tmp_path,
+                                                                                capsys):  # fmt: skip
+    broken = tmp_path / "demo"
+    shutil.copytree(demo_dir, broken)
+    card = json.loads((broken / "card.json").read_text())
+    vae_file = broken / "vae" / "diffusion_pytorch_model.safetensors"
+    vae_config = json.loads((broken / "vae" / "config.json").read_text())
+    if breakage == "card_not_object":
+        card = [card]
+    elif breakage == "card_without_seed":
+        del card["seed"]
+    elif breakage == "card_seed_not_int":
+        card["seed"] = "zero"
+    elif breakage == "card_other_seed":  # the frozen encoders would be rebuilt from another seed: silent garbage
+        card["seed"] += 1
+    elif breakage == "card_unknown_setting":
+        card["generation"]["num_steps"] = 3
+    elif breakage == "vae_truncated":
+        vae_file.write_bytes(vae_file.read_bytes()[:1000])
+    elif breakage == "vae_config_corrupt":
+        (broken / "vae" / "config.json").write_text("{")
+    elif breakage == "vae_other_size":
+        vae_config["base_dim"] *= 2
+    if breakage.startswith("card"):
+        (broken / "card.json").write_text(json.dumps(card))
+    if breakage == "vae_other_size":
+        (broken / "vae" / "config.json").write_text(json.dumps(vae_config))
+    with pytest.raises(WeightsError, match=needle):
+        load_demo(broken)
+    out = tmp_path / "x.mp4"
+    assert main(["demo", "--demo-dir", str(broken), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+    assert not out.exists() and not out.with_suffix(".json").exists()

@@ -247,3 +247,37 @@ def test_segmented_generation_covers_the_speech_and_matches_one_clip_when_short(
 def test_segment_frames_must_be_4k_plus_1(pipe, inputs, bad):
     with pytest.raises(InputError, match="4k\\+1"):
         pipe(inputs["image"], inputs["audio"], segment_frames=bad, **FAST)
+
+
+def _fake_pipe_and_output():
+    """What `FantasyTalkingPipeline.save` reads, without building a model."""
+    from types import SimpleNamespace
+
+    from fantasytalking.pipeline import FantasyTalkingOutput, GenerationSettings
+
+    fake = SimpleNamespace(source_files=[], audio_conditioner=SimpleNamespace(mode="frame"),
+                           transformer=SimpleNamespace(num_layers=1, inner_dim=8,
+                                                       transformer=SimpleNamespace(dtype=torch.float32)))  # fmt: skip
+    output = FantasyTalkingOutput(frames=np.zeros((5, 32, 32, 3), np.uint8), audio=np.zeros(4000, np.float32),
+                                  sample_rate=16000, fps=23, settings=GenerationSettings())  # fmt: skip
+    return fake, output
+
+
+def test_save_never_replaces_an_existing_sidecar_without_overwrite(tmp_path):
+    fake, output = _fake_pipe_and_output()
+    (tmp_path / "out.json").write_text("precious")
+    with pytest.raises(InputError, match=r"out\.json.*--overwrite"):
+        FantasyTalkingPipeline.save(fake, output, tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    assert (tmp_path / "out.json").read_text() == "precious"
+
+
+def test_failed_save_with_overwrite_keeps_the_old_video_and_sidecar(tmp_path):
+    fake, output = _fake_pipe_and_output()
+    (tmp_path / "out.mp4").write_bytes(b"old video")
+    (tmp_path / "out.json").write_text("old json")
+    output.settings.notes.append(object())  # a sidecar that cannot be written (like a full disk at that moment)
+    with pytest.raises(TypeError):
+        FantasyTalkingPipeline.save(fake, output, tmp_path / "out.mp4", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mp4"]
+    assert (tmp_path / "out.mp4").read_bytes() == b"old video" and (tmp_path / "out.json").read_text() == "old json"

@@ -174,7 +174,7 @@ def _generate(args: argparse.Namespace) -> Path:
     from fantasytalking.pipeline import WAN_NEGATIVE_PROMPT, FantasyTalkingPipeline
 
     # Cheap checks first: fail before loading gigabytes.
-    ftio.check_output_path(args.output, overwrite=args.overwrite)
+    ftio.check_outputs(args.output, overwrite=args.overwrite)
     ftio.load_image(args.image)
     if args.face_image is not None:
         ftio.load_image(args.face_image)
@@ -218,7 +218,7 @@ def _demo(args: argparse.Namespace) -> Path:
 
     if args.output == DEMO_OUTPUT:  # the demo's own default place: made on a fresh checkout
         DEMO_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    ftio.check_output_path(args.output, overwrite=args.overwrite)
+    ftio.check_outputs(args.output, overwrite=args.overwrite)
     bundled_image, bundled_audio = demo_inputs(args.demo_dir)
     image = ftio.load_image(args.image or bundled_image)
     ftio.load_audio(args.audio or bundled_audio)

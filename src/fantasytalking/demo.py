@@ -60,9 +60,30 @@ def demo_card(directory: str | Path | None = None) -> dict[str, Any]:
     """The demo's ``card.json``: training command, seed, data, wall time, clip length, held-out scores."""
     path = _need(Path(directory or DEMO_DIR) / "card.json", "its training card")
     try:
-        return json.loads(path.read_text())
+        card = json.loads(path.read_text())
     except ValueError as err:
         raise WeightsError(f"{path} is not valid JSON ({err}); reinstall fantasytalking.") from None
+    if not isinstance(card, dict):
+        raise WeightsError(f"{path} is not a demo model card (a JSON object); reinstall fantasytalking.")
+    return card
+
+
+def _card_seed(card: dict[str, Any], path: Path) -> int:
+    seed = card.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise WeightsError(f"{path} has no integer 'seed' (got {seed!r}); the demo model cannot be rebuilt without "
+                           "its training seed; reinstall fantasytalking or re-package the demo (docs/demo.md).")  # fmt: skip
+    return seed
+
+
+def _card_generation(card: dict[str, Any], path: Path) -> dict[str, Any]:
+    generation = card.get("generation", {})
+    allowed = {*DEMO_GENERATION, "motion_gain"}
+    if not isinstance(generation, dict) or not set(generation) <= allowed:
+        unknown = sorted(set(generation) - allowed) if isinstance(generation, dict) else generation
+        raise WeightsError(f"{path}: 'generation' holds unknown settings {unknown!r}; allowed: {sorted(allowed)}; "
+                           "reinstall fantasytalking.")  # fmt: skip
+    return generation
 
 
 def demo_inputs(directory: str | Path | None = None) -> tuple[Path, Path]:
@@ -78,14 +99,31 @@ def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> An
     ``generation`` over :data:`DEMO_GENERATION`), and ``pipe.segment_frames`` their ``segment_frames`` (0: one
     clip for the whole speech).
     """
+    from fantasytalking.errors import FantasyTalkingError
+    from fantasytalking.training.export import read_export_config
     from fantasytalking.training.presets import demo_pipeline
 
     root = Path(directory or DEMO_DIR)
     model = _need(root / "model.safetensors", "the trained transformer and conditioners")
     card = demo_card(root)
+    seed, generation = _card_seed(card, root / "card.json"), _card_generation(card, root / "card.json")
     vae = _need(root / "vae" / "config.json", "the demo VAE").parent
-    pipe = demo_pipeline(vae, seed=int(card["seed"]), conditioning=model)
-    pipe.demo_defaults = {**DEMO_GENERATION, **card.get("generation", {})}
+    # The frozen text / image encoders are not in the export: they are rebuilt from the card's seed, which must be
+    # the one the model was trained with, or the model would run on encoders it never saw (no error, bad videos).
+    trained = read_export_config(model).get("training", {}).get("backbone", {}).get("seed")
+    if trained is not None and int(trained) != seed:
+        raise WeightsError(f"{root / 'card.json'} says seed {seed}, but {model} was trained with backbone seed "
+                           f"{trained}: the card and the model do not match; reinstall fantasytalking or re-package "
+                           "the demo (docs/demo.md).")  # fmt: skip
+    try:
+        pipe = demo_pipeline(vae, seed=seed, conditioning=model)
+    except FantasyTalkingError:
+        raise
+    except (OSError, ValueError, RuntimeError) as err:  # diffusers: unreadable / truncated / mismatched VAE files
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise WeightsError(f"cannot load the demo model from {root} ({reason}); reinstall fantasytalking or "
+                           "re-package the demo (docs/demo.md).") from None  # fmt: skip
+    pipe.demo_defaults = {**DEMO_GENERATION, **generation}
     pipe.segment_frames = int(pipe.demo_defaults["segment_frames"])
     pipe.source_files[:] = [str(model), str(vae)]
     return pipe.to(device)
@@ -106,14 +144,36 @@ def flat_colour_fraction(image: Any) -> float:
     return float(flat.mean())
 
 
+def _face_crop(rgb: np.ndarray) -> np.ndarray | None:
+    """The box of the face's 68 landmarks in ``rgb`` (``uint8 (H, W, 3)``), or None when no face is found."""
+    from fantasytalking.errors import FantasyTalkingError
+    from fantasytalking.face import detect_face_landmarks
+
+    try:
+        _, landmarks = detect_face_landmarks(rgb)
+    except FantasyTalkingError:  # no face: the whole image decides (the generation says what is missing)
+        return None
+    (x0, y0), (x1, y1) = np.floor(landmarks.min(0)).astype(int), np.ceil(landmarks.max(0)).astype(int)
+    crop = rgb[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    return crop if min(crop.shape[:2]) >= 3 else None
+
+
 def domain_note(image: Any) -> str | None:
-    """A console note when ``image`` does not look like a SynthTalk face (the demo's only domain), else None."""
-    fraction = flat_colour_fraction(image)
+    """A console note when ``image`` does not look like a SynthTalk face (the demo's only domain), else None.
+
+    Measured on the face (its landmarks' box) when one is found, else on the whole image: a photo of a face on a
+    flat (e.g. white, cut-out) background is mostly flat colour, its face is not.
+    """
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    fraction, where = flat_colour_fraction(rgb), ""
+    crop = _face_crop(np.ascontiguousarray(rgb, dtype=np.uint8)) if rgb.ndim == 3 else None
+    if crop is not None:
+        fraction, where = min(fraction, flat_colour_fraction(crop)), " in the face"
     if fraction >= FLAT_THRESHOLD:
         return None
     return (
-        f"this image looks like a photo (only {fraction:.0%} flat-colour pixels): the demo model was trained on "
-        "SynthTalk's drawn faces only, so it will not animate this face faithfully; for photos use the real "
+        f"this image looks like a photo (only {fraction:.0%} flat-colour pixels{where}): the demo model was trained "
+        "on SynthTalk's drawn faces only, so it will not animate this face faithfully; for photos use the real "
         "FantasyTalking weights (docs/weights.md)."
     )
 

@@ -553,10 +553,11 @@ class FantasyTalkingPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ output
 
     def save(self, output: FantasyTalkingOutput, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write ``path`` (H.264 + AAC mp4, audio trimmed to the video) and its JSON sidecar, atomically."""
+        """Write ``path`` (H.264 + AAC mp4, audio trimmed to the video) and its JSON sidecar, atomically: both
+        appear or neither; a failure leaves existing files as they were. Without ``overwrite`` an existing video
+        or sidecar is an error."""
         path = Path(path)
-        ftio.check_output_path(path, overwrite=overwrite)
-        sidecar = ftio.sidecar_path(path)
+        ftio.check_outputs(path, overwrite=overwrite)
         record = {
             "video": path.name,
             "settings": asdict(output.settings),
@@ -571,13 +572,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 "dtype": str(self.transformer.transformer.dtype).removeprefix("torch."),
             },
         }
-        ftio.write_video(path, output.frames, output.fps, audio=output.audio, sample_rate=output.sample_rate,
-                         overwrite=overwrite)
-        try:
-            ftio.write_json_atomic(sidecar, record)
-        except BaseException:
-            path.unlink(missing_ok=True)  # never leave a video without its settings
-            raise
+        ftio.write_video_with_sidecar(path, output.frames, output.fps, record, audio=output.audio,
+                                      sample_rate=output.sample_rate, overwrite=overwrite)  # fmt: skip
         return path
 
 

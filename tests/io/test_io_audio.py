@@ -249,3 +249,24 @@ def test_overflow_warning_and_trim() -> None:
     wav = np.zeros(12 * 16000, dtype=np.float32)
     assert len(trim_audio(wav, 16000, clip_seconds(81, 23))) == 56347  # int(81 / 23 * 16000), as the release
     assert len(trim_audio(wav[:100], 16000, 3.5)) == 100  # shorter audio is never padded
+
+
+def test_truncated_wav_is_an_error_not_shorter_speech(tmp_path: Path) -> None:
+    """A WAV cut short (a partial download or copy) is read by libsndfile without complaint: the speech would be
+    silently shortened, so it is a one-line error; streaming placeholders (data size 0xFFFFFFFF) still load."""
+    import soundfile as sf
+
+    full = tmp_path / "full.wav"
+    sf.write(full, (0.3 * np.sin(np.arange(32000) / 10)).astype(np.float32), 16000, subtype="PCM_16")
+    data = full.read_bytes()
+    half = tmp_path / "half.wav"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"truncated: .*half\.wav") as err:
+        load_audio(half)
+    assert "\n" not in str(err.value)
+    stream = bytearray(data)
+    at = stream.find(b"data")
+    stream[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    (tmp_path / "stream.wav").write_bytes(bytes(stream))
+    assert load_audio(tmp_path / "stream.wav")[0].shape == (32000,)
+    assert load_audio(full)[0].shape == (32000,)

@@ -277,3 +277,57 @@ def test_video_header_reads_rate_size_and_audio_without_decoding(tmp_path: Path)
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="not found"):
         video_header(tmp_path / "none.mp4")
+
+
+# ----------------------------------------------------------------------------- video + sidecar as one write
+
+
+def test_video_with_sidecar_refuses_an_existing_sidecar_without_overwrite(tmp_path: Path) -> None:
+    from fantasytalking.io.video import check_outputs, write_video_with_sidecar
+
+    target = tmp_path / "out.mp4"
+    (tmp_path / "out.json").write_text("precious")
+    with pytest.raises(InputError, match=r"already exists: .*out\.json.*--overwrite") as err:
+        write_video_with_sidecar(target, _frames(5), 23, {"v": 1})
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=r"out\.json"):
+        check_outputs(target)
+    assert _leftovers(tmp_path) == ["out.json"] and (tmp_path / "out.json").read_text() == "precious"
+    write_video_with_sidecar(target, _frames(5), 23, {"v": 1}, overwrite=True)
+    assert json.loads((tmp_path / "out.json").read_text()) == {"v": 1} and probe_video(target)["num_frames"] == 5
+    assert _leftovers(tmp_path) == ["out.json", "out.mp4"]
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_video_with_sidecar_failing_at_the_sidecar_keeps_the_old_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
+    """With --overwrite, a failure after the new video is in place (publishing the sidecar) restores the old video:
+    a failed run loses nothing."""
+    from fantasytalking.io.video import write_video_with_sidecar
+
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"old video")
+    (tmp_path / "out.json").write_text("old json")
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).name == "out.json":
+            raise exc
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(type(exc)):
+        write_video_with_sidecar(target, _frames(5), 23, {"v": 1}, overwrite=True)
+    assert target.read_bytes() == b"old video" and (tmp_path / "out.json").read_text() == "old json"
+    assert _leftovers(tmp_path) == ["out.json", "out.mp4"]
+
+
+def test_video_with_sidecar_unserialisable_record_writes_nothing(tmp_path: Path) -> None:
+    from fantasytalking.io.video import write_video_with_sidecar
+
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"old video")
+    with pytest.raises(TypeError):
+        write_video_with_sidecar(target, _frames(5), 23, {"bad": object()}, overwrite=True)
+    assert target.read_bytes() == b"old video" and _leftovers(tmp_path) == ["out.mp4"]

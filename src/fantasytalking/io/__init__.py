@@ -25,12 +25,14 @@ from fantasytalking.io.image import (
 )
 from fantasytalking.io.video import (
     check_output_path,
+    check_outputs,
     probe_video,
     read_video,
     sidecar_path,
     video_header,
     write_json_atomic,
     write_video,
+    write_video_with_sidecar,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "audio_overflow_warning",
     "check_image_size",
     "check_output_path",
+    "check_outputs",
     "clip_frames",
     "clip_seconds",
     "image_to_tensor",
@@ -56,4 +59,5 @@ __all__ = [
     "video_header",
     "write_json_atomic",
     "write_video",
+    "write_video_with_sidecar",
 ]

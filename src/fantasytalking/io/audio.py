@@ -46,6 +46,32 @@ def _read_soundfile(p: Path) -> tuple[np.ndarray, int]:
     return data.T, int(sr)
 
 
+def _wav_shortfall(p: Path) -> tuple[int, int] | None:
+    """``(bytes the header's data chunk states, bytes present)`` when a RIFF/WAVE file is cut short (e.g. a partial
+    download or copy, which libsndfile reads without complaint), else None. Streaming placeholders (a data size of 0
+    or 0xFFFFFFFF) are not a truncation."""
+    import struct
+
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as f:
+            if f.read(12)[:4] != b"RIFF":
+                return None
+            offset = 12
+            while offset + 8 <= size:
+                f.seek(offset)
+                chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+                if chunk_id == b"data":
+                    present = size - offset - 8
+                    if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= present:
+                        return None
+                    return chunk_size, present
+                offset += 8 + chunk_size + (chunk_size & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def decode_av_stream(container: Any, stream: Any) -> tuple[np.ndarray, int]:
     """Decode one PyAV audio stream to planar float32 ``(C, T)`` at its own rate; returns ``(data, sr)``.
 
@@ -147,6 +173,11 @@ def load_audio(path: str | os.PathLike[str], target_sr: int = 16000) -> tuple[np
 
     if sr < 1:
         raise InputError(f"audio file {p} reports no sample rate; convert it to wav and try again")
+    shortfall = _wav_shortfall(p) if p.suffix.lower() == ".wav" else None
+    if shortfall is not None:
+        stated, present = shortfall
+        raise InputError(f"audio file is truncated: {p} holds {present} of the {stated} bytes of sound its header "
+                         f"states ({present / stated:.0%}); copy or export it again")  # fmt: skip
     if data.size == 0 or data.shape[-1] == 0:
         raise InputError(f"audio file contains no samples (zero length): {p}; pass a file that contains speech")
     if not np.all(np.isfinite(data)):

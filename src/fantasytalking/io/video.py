@@ -25,11 +25,13 @@ from fantasytalking.errors import InputError
 __all__ = [
     "AAC_SAMPLE_RATES",
     "check_output_path",
+    "check_outputs",
     "probe_video",
     "read_video",
     "sidecar_path",
     "write_json_atomic",
     "write_video",
+    "write_video_with_sidecar",
 ]
 
 #: Sample rates the AAC encoder accepts; other rates are resampled to 48 kHz before encoding.
@@ -215,26 +217,11 @@ def _audio_to_numpy(audio: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.clip(a, -1.0, 1.0)
 
 
-def write_video(
-    path: PathLike,
-    frames: np.ndarray | torch.Tensor,
-    fps: float | Fraction,
-    *,
-    audio: np.ndarray | torch.Tensor | None = None,
-    sample_rate: int = 16000,
-    overwrite: bool = False,
-    crf: int = 18,
-) -> Path:
-    """Write uint8 frames ``(F, H, W, 3)`` as an H.264 (libx264, yuv420p) mp4, with optional mono AAC audio.
-
-    ``fps`` may be an int, float or :class:`Fraction`. Odd frame sides are padded by one replicated row/column.
-    Audio is trimmed to the video duration ``F / fps`` (shorter audio is left shorter, never padded). The file is
-    written atomically: a temp file in the same folder is moved into place only when complete; on any error
-    nothing is left behind. Returns the output path.
-    """
-    import av
-
-    p = check_output_path(path, overwrite)
+def _prepare_video(
+    frames: np.ndarray | torch.Tensor, fps: float | Fraction, audio: np.ndarray | torch.Tensor | None,
+    sample_rate: int, crf: int,
+) -> tuple[np.ndarray, Fraction, np.ndarray | None, int]:
+    """Check and convert what :func:`write_video` writes: ``(frames, rate, audio or None, audio rate)``."""
     rate = _as_fraction(fps)
     arr = _pad_even(_frames_to_numpy(frames))
     if not 0 <= int(crf) <= 51:
@@ -253,9 +240,15 @@ def write_video(
             wav, sr = resample(wav, sr, 48000), 48000
         if wav.size == 0:
             wav = None
+    return arr, rate, wav, sr
+
+
+def _encode_mp4(target: Path, arr: np.ndarray, rate: Fraction, wav: np.ndarray | None, sr: int, crf: int) -> None:
+    """Encode prepared frames (and mono audio) into ``target`` (a temp file)."""
+    import av
 
     n_frames, height, width = arr.shape[0], arr.shape[1], arr.shape[2]
-    with _atomic_target(p, overwrite) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with av.open(str(target), mode="w", format="mp4") as container:
         vstream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf))})
         vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
         astream = None
@@ -277,6 +270,122 @@ def write_video(
                 container.mux(packet)
             for packet in astream.encode(None):
                 container.mux(packet)
+
+
+def write_video(
+    path: PathLike,
+    frames: np.ndarray | torch.Tensor,
+    fps: float | Fraction,
+    *,
+    audio: np.ndarray | torch.Tensor | None = None,
+    sample_rate: int = 16000,
+    overwrite: bool = False,
+    crf: int = 18,
+) -> Path:
+    """Write uint8 frames ``(F, H, W, 3)`` as an H.264 (libx264, yuv420p) mp4, with optional mono AAC audio.
+
+    ``fps`` may be an int, float or :class:`Fraction`. Odd frame sides are padded by one replicated row/column.
+    Audio is trimmed to the video duration ``F / fps`` (shorter audio is left shorter, never padded). The file is
+    written atomically: a temp file in the same folder is moved into place only when complete; on any error
+    nothing is left behind. Returns the output path.
+    """
+    p = check_output_path(path, overwrite)
+    arr, rate, wav, sr = _prepare_video(frames, fps, audio, sample_rate, crf)
+    with _atomic_target(p, overwrite) as tmp:
+        _encode_mp4(tmp, arr, rate, wav, sr, crf)
+    return p
+
+
+def check_outputs(path: PathLike, overwrite: bool = False) -> Path:
+    """:func:`check_output_path` for an mp4 and its JSON sidecar (:func:`sidecar_path`), both outputs of one run."""
+    p = check_output_path(path, overwrite)
+    side = sidecar_path(p)
+    if side.is_dir():
+        raise InputError(f"the settings sidecar {side} of {p.name} is a folder; choose another output name")
+    if (side.exists() or side.is_symlink()) and not overwrite:
+        raise InputError(f"output file already exists: {side} (the settings sidecar of {p.name}); pass --overwrite "
+                         "or choose another name")  # fmt: skip
+    return p
+
+
+def _link_aside(final: Path) -> Path:
+    """A hidden hard link (or, without hard links, a copy) of ``final`` next to it, to restore it from."""
+    import shutil
+
+    for _ in range(100):
+        backup = final.with_name(f".{final.stem}.{secrets.token_hex(6)}.old{final.suffix}")
+        try:
+            os.link(final, backup)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: keep a copy
+            if backup.exists():
+                continue
+            shutil.copy2(final, backup)
+        return backup
+    raise OSError(f"could not keep a copy of {final} to restore it on failure")
+
+
+def _publish_all(temps: list[Path], finals: list[Path], overwrite: bool) -> None:
+    """Publish every temp file as its final path, or none: on a failure the ones already published are undone
+    (a replaced file is restored)."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, final in zip(temps, finals, strict=True):
+            backup = _link_aside(final) if overwrite and final.is_file() else None
+            try:
+                _publish(tmp, final, overwrite)
+            except BaseException:
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+                raise
+            done.append((final, backup))
+    except BaseException:
+        for final, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    final.unlink(missing_ok=True)
+                else:
+                    os.replace(backup, final)
+        raise
+    for _, backup in done:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+
+
+def write_video_with_sidecar(
+    path: PathLike,
+    frames: np.ndarray | torch.Tensor,
+    fps: float | Fraction,
+    record: Any,
+    *,
+    audio: np.ndarray | torch.Tensor | None = None,
+    sample_rate: int = 16000,
+    overwrite: bool = False,
+    crf: int = 18,
+) -> Path:
+    """:func:`write_video` and its JSON sidecar ``record`` (:func:`sidecar_path`), as one atomic write: both files
+    appear, or (on any error or interrupt) neither does and existing ones are left as they were. Without
+    ``overwrite`` an existing sidecar is an error too. Returns the video path."""
+    p = check_outputs(path, overwrite)
+    side = sidecar_path(p)
+    text = json.dumps(record, indent=2, ensure_ascii=False, default=json_default) + "\n"
+    arr, rate, wav, sr = _prepare_video(frames, fps, audio, sample_rate, crf)
+    temps: list[Path] = []
+    try:
+        temps.append(_temp_path(p))
+        temps.append(_temp_path(side))
+        _encode_mp4(temps[0], arr, rate, wav, sr, crf)
+        temps[1].write_text(text, encoding="utf-8")
+        for tmp in temps:
+            fsync_path(tmp)
+        _publish_all(temps, [p, side], overwrite)
+    except BaseException:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
     return p
 
 
