@@ -7,9 +7,10 @@ weights for inference, their EMA average when the config has the EMA callback; l
 ``fantasytalking.training.load_into_pipeline``).
 
 No arguments: a short two-stage fine-tune of the shipped demo model on freshly generated SynthTalk shards, then a
-sample video of a held-out clip and its SynthTalk measures (a few minutes on a CPU)::
+sample video of a held-out clip and its SynthTalk measures, beside the same clip through the model before the
+fine-tune (a few minutes on a CPU)::
 
-    python examples/finetune.py                      # -> runs/quickstart/<time>/{sample.mp4,sample_metrics.json}
+    python examples/finetune.py     # -> runs/quickstart/<time>/{sample.mp4,sample_before.mp4,sample_metrics.json}
 
 Tiny CPU smoke run, both stages, random tiny models and synthetic clips (about a minute)::
 
@@ -148,7 +149,8 @@ def export_model_flags(model: Path) -> list[str]:
 
 def run_quickstart(argv: list[str]) -> int:
     """No arguments: a short two-stage fine-tune of the shipped demo model on freshly generated SynthTalk shards,
-    then a sample video of a held-out clip and its SynthTalk measures (a few minutes on a CPU)."""
+    then a sample video of a held-out clip and its SynthTalk measures, beside the same clip, settings and noise
+    through the model before the fine-tune (a few minutes on a CPU)."""
     import datetime as dt
     import json
 
@@ -222,7 +224,8 @@ def run_quickstart(argv: list[str]) -> int:
             print(f"{name} failed (exit code {code})", file=sys.stderr)
             return code
 
-    print("4/4 sample: a held-out SynthTalk clip (identity, sentence and voice never trained on)", flush=True)
+    print("4/4 sample: a held-out SynthTalk clip (identity, sentence and voice never trained on), after and before "
+          "fine-tuning", flush=True)
     from unittest import mock
 
     from PIL import Image
@@ -231,28 +234,42 @@ def run_quickstart(argv: list[str]) -> int:
     from fantasytalking.training.presets import demo_pipeline
 
     clip = make_clip(SynthConfig(size=size, num_frames=4 * frames - 3, seed=known.seed, split="heldout"), 0)
-    pipe = demo_pipeline(vae_dir, seed=int(card["seed"]), conditioning=root / "stage2" / "conditioning.safetensors")
-    pipe.segment_frames = DEMO_GENERATION["segment_frames"]  # as the demo generates: one clip (docs/design.md)
-    landmarks = clip.landmarks[0]
-    # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
-    with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb: (None, landmarks)):
-        out = pipe(Image.fromarray(clip.frames[0]), clip.audio, num_inference_steps=known.sample_steps,
-                   max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=DEMO_GENERATION["prompt_cfg"],
-                   audio_cfg=DEMO_GENERATION["audio_cfg"], progress=False)  # fmt: skip
-    video = pipe.save(out, root / "sample.mp4")
     truth = clip.column("open")
-    scores = st.score_synthtalk(out.frames, truth, reference=clip.frames[0])
-    silent = st.long_silences(clip.column("speaking") <= 0, 23.0)
-    n = min(len(scores.opening), len(truth))
+    silent = st.long_silences(clip.column("speaking") <= 0, DEMO_GENERATION["fps"])
+    landmarks = clip.landmarks[0]
+
+    def sample(conditioning: Path, path: Path) -> dict[str, Any]:
+        """The held-out clip's portrait and speech through ``conditioning``, saved to ``path``; its measures."""
+        pipe = demo_pipeline(vae_dir, seed=int(card["seed"]), conditioning=conditioning)
+        pipe.segment_frames = DEMO_GENERATION["segment_frames"]  # as the demo generates: one clip (docs/design.md)
+        # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
+        with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb: (None, landmarks)):
+            out = pipe(Image.fromarray(clip.frames[0]), clip.audio, num_inference_steps=known.sample_steps,
+                       max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=DEMO_GENERATION["prompt_cfg"],
+                       audio_cfg=DEMO_GENERATION["audio_cfg"], fps=DEMO_GENERATION["fps"], seed=known.seed,
+                       progress=False)  # fmt: skip
+        pipe.save(out, path)
+        scores = st.score_synthtalk(out.frames, truth, reference=clip.frames[0])
+        n = min(len(scores.opening), len(truth))
+        closed = None if not silent[:n].any() else st.mouth_closed_fraction(scores.opening[:n], silent[:n])
+        return {**scores.as_dict(), "closed_in_long_silence": closed}
+
+    # The same clip, settings and noise through the model before fine-tuning: what the fine-tune changed.
+    after = sample(root / "stage2" / "conditioning.safetensors", root / "sample.mp4")
+    before = sample(model, root / "sample_before.mp4")
     metrics = {
-        **scores.as_dict(),
-        "closed_in_long_silence": None if not silent[:n].any() else st.mouth_closed_fraction(scores.opening[:n], silent[:n]),
+        **after,
+        "before": before,
         "clip": {k: clip.info[k] for k in ("identity_id", "sentence", "voice", "language")},
         "training": {"clips": known.clips, "steps_per_stage": known.steps, "seed": known.seed, "root": str(root)},
     }  # fmt: skip
     (root / "sample_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=float))
-    print(f"sample video: {video.resolve()}\nits metrics: {(root / 'sample_metrics.json').resolve()}")
+    print(f"{'measure':<24}{'before':>10}{'after':>10}   (one held-out clip; before: {model})")
+    for name, value in after.items():
+        was = before[name]
+        print(f"{name:<24}{'-' if was is None else f'{was:.3f}':>10}{'-' if value is None else f'{value:.3f}':>10}")
+    print(f"sample video: {(root / 'sample.mp4').resolve()} (before fine-tuning: sample_before.mp4)\n"
+          f"its metrics: {(root / 'sample_metrics.json').resolve()}")  # fmt: skip
     return 0
 
 

@@ -149,3 +149,8 @@ def test_no_arguments_fine_tunes_the_packaged_demo_and_scores_a_sample(tmp_path)
     assert metrics["training"] == {"clips": 4, "steps_per_stage": 2, "seed": 2026, "root": str(run)}
     assert -1.0 <= metrics["lipsync"] <= 1.0 and metrics["identity_error"] >= 0.0
     assert (run / "sample.mp4").stat().st_size > 0 and "sample video:" in done.stdout
+    # the same clip through the model before the fine-tune, for comparison: both measured, both saved
+    before = metrics["before"]
+    assert set(before) == {k for k in metrics if k not in ("before", "clip", "training")}
+    assert -1.0 <= before["lipsync"] <= 1.0 and before != {k: metrics[k] for k in before}
+    assert (run / "sample_before.mp4").stat().st_size > 0
