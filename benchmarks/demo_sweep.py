@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             at = "" if level is None else f" (motion {level})"
             print(f"{args.setting} {value}{at}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None),
                   flush=True)  # fmt: skip
-    report = {**header, "model": str(args.model), "setting": args.setting, "clips": args.clips,
+    report = {**header, "model": str(args.model), "heldout": str(args.heldout), "setting": args.setting, "clips": args.clips,
               "motion_levels": args.motion_levels,
               "generation": base, "rows": rows}  # fmt: skip
     return save_record(args.out, f"demo-sweep-{args.setting}-", report, markdown(report))
@@ -93,7 +93,8 @@ def markdown(report: dict[str, Any]) -> str:
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    lines = [f"Demo model, `{report['setting']}` swept on held-out clips {report['clips']}: {report['date']}, commit "
+    where = f" of {report['heldout']}" if report.get("heldout") else ""  # absent from records before 2026-12-06
+    lines = [f"Demo model, `{report['setting']}` swept on held-out clips {report['clips']}{where}: {report['date']}, commit "
              f"{report['commit']}, {report['device']}; the rest of the generation: {report['generation']}.", "",
              f"| {report['setting']} | motion | lip-sync r ↑ | closed in silences > 0.3 s ↑ | identity error ↓ | head motion "
              "| seconds |", "|---|---|---|---|---|---|---|"]  # fmt: skip

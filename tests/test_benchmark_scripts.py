@@ -544,6 +544,8 @@ def test_demo_sweep_scores_each_value_of_a_setting(tmp_path, capsys):
     report = json.loads(path.read_text())
     assert [r["value"] for r in report["rows"]] == [1, 2]
     assert all(len(r["per_clip"]) == 2 and r["identity_error"] is not None for r in report["rows"])
+    # which held-out draw the clips came from (several draws are swept: docs/demo.md)
+    assert report["heldout"] == str(heldout) and f"of {heldout}:" in path.with_suffix(".md").read_text()
     with pytest.raises(SystemExit) as exit_:
         sweep.main([*argv, "--clips", "5", "--out", str(tmp_path / "bad")])
     assert exit_.value.code == 2 and "past the 2 held-out clips" in capsys.readouterr().err
