@@ -148,13 +148,15 @@ def _face_crop(rgb: np.ndarray) -> np.ndarray | None:
     """The box of the face's 68 landmarks in ``rgb`` (``uint8 (H, W, 3)``), or None when no face is found."""
     from fantasytalking.errors import FantasyTalkingError
     from fantasytalking.face import detect_face_landmarks
+    from fantasytalking.face.landmarks import box_from_landmarks
 
     try:
         _, landmarks = detect_face_landmarks(rgb)
     except FantasyTalkingError:  # no face: the whole image decides (the generation says what is missing)
         return None
-    (x0, y0), (x1, y1) = np.floor(landmarks.min(0)).astype(int), np.ceil(landmarks.max(0)).astype(int)
-    crop = rgb[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    box = box_from_landmarks(landmarks)
+    x0, y0, x1, y1 = (max(int(v), 0) for v in (np.floor(box.x0), np.floor(box.y0), np.ceil(box.x1), np.ceil(box.y1)))
+    crop = rgb[y0:y1, x0:x1]
     return crop if min(crop.shape[:2]) >= 3 else None
 
 
