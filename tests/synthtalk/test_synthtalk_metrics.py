@@ -53,7 +53,18 @@ def test_silent_video_measures_closed_and_scores() -> None:
     measured = M.mouth_opening(clip.frames)
     assert np.all(measured < M.MOUTH_CLOSED_THRESHOLD)
     scores = M.score_synthtalk(clip.frames, clip.column("open"), reference=clip.identity)
-    assert scores.closed_in_silence == 1.0 and scores.lipsync == 0.0
+    # a clip with no speech has nothing to follow: lip sync is not measured (None), not scored 0 or 1
+    assert scores.closed_in_silence == 1.0 and scores.lipsync is None
+    with pytest.raises(InputError, match="truth opening is constant"):
+        M.lipsync_correlation(measured, clip.column("open"))
+    # so a silent clip among spoken ones leaves the lip-sync mean to the spoken ones
+    from fantasytalking.metrics import SynthTalkMetric
+
+    spoken = make_clip(CFG, 0)
+    metric = SynthTalkMetric(fps=CFG.fps)
+    metric.update(scores=[M.score_synthtalk(c.frames, c.column("open")).as_dict() for c in (clip, spoken)])
+    alone = M.lipsync_correlation(M.mouth_opening(spoken.frames), spoken.column("open"))
+    assert float(metric.compute()["lipsync"]) == pytest.approx(alone) and int(metric.counts[0]) == 1
 
 
 def test_tensor_input_matches_uint8() -> None:
@@ -131,7 +142,11 @@ def test_identity_components_add_up_and_the_face_part_ignores_hair_shirt_and_bac
 
 
 def test_correlation_edge_cases() -> None:
-    assert M.lipsync_correlation([0, 0, 0], [0, 1, 0]) == 0.0
+    assert M.lipsync_correlation([0, 0, 0], [0, 1, 0]) == 0.0  # a still mouth follows none of the speech
+    with pytest.raises(InputError, match="constant"):
+        M.lipsync_correlation([0, 1, 0], [0.5, 0.5, 0.5])  # no speech: nothing to follow, undefined
+    with pytest.raises(InputError, match="constant"):
+        M.lipsync_correlation([1.0], [1.0])
     assert M.lipsync_correlation([0, 1, 2], [0, 2, 4]) == pytest.approx(1.0)
     with pytest.raises(InputError):
         M.lipsync_correlation([0, 1], [0, 1, 2])

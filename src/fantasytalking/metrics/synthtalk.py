@@ -198,8 +198,18 @@ def mouth_opening(video: Any, *, skin: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def _moves(x: np.ndarray) -> bool:
+    """Whether a per-frame series ``(N,)`` varies (2 or more frames, not constant): Pearson needs both to."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return bool(x.size >= 2 and not x.std() < 1e-12)  # NaN counts as moving: lipsync_correlation then refuses it
+
+
 def lipsync_correlation(measured: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> float:
-    """Pearson correlation of a measured opening with the truth (0 when either is constant)."""
+    """Pearson correlation of a measured opening with the truth.
+
+    A measured opening that does not move (a mouth held still) scores 0: it follows none of the speech. A truth
+    that does not move (a clip with no speech in these frames) has nothing to follow, so the score is undefined and
+    refused (:func:`score_synthtalk` gives None for such a clip)."""
     a = np.asarray(measured, dtype=np.float64).ravel()
     b = np.asarray(truth, dtype=np.float64).ravel()
     if a.shape != b.shape:
@@ -213,7 +223,12 @@ def lipsync_correlation(measured: Sequence[float] | np.ndarray, truth: Sequence[
         where = np.flatnonzero(~np.isfinite(x))[:5].tolist()
         raise InputError(f"the {name} opening holds NaN or inf at frame(s) {where}; pass finite openings (the "
                          "'open' column of truth.npy)")  # fmt: skip
-    if a.size < 2 or a.std() < 1e-12 or b.std() < 1e-12:
+    if not _moves(b):
+        from fantasytalking.errors import InputError
+
+        raise InputError(f"the truth opening is constant over these {b.size} frame(s) (no speech to follow): lip sync "
+                         "is undefined; score a clip whose speech moves the mouth, or skip lip sync for it")  # fmt: skip
+    if not _moves(a):
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -404,7 +419,7 @@ def motion_energy(video: Any) -> float:
 
 @dataclass
 class SynthTalkScores:
-    lipsync: float  # Pearson of measured vs truth opening
+    lipsync: float | None  # Pearson of measured vs truth opening; None: the truth does not move (no speech)
     closed_in_silence: float | None  # fraction of the (long) silent frames measured closed; None: no such frame
     identity_error: float | None
     head_motion: float
@@ -432,6 +447,7 @@ def score_synthtalk(
     ``silent`` (bool ``(N,)``, one per truth frame, e.g. truth ``speaking == 0``) defaults to the frames whose truth
     opening is 0. With ``fps``, "closed in silence" counts only the silences longer than ``min_silence_seconds``;
     without, every silent frame; None when there is no such frame (never a score made up from no frame).
+    ``lipsync`` is None when the truth opening does not move over those frames (no speech to follow).
     ``identity_stride``: the identity error is the mean over every k-th frame (:func:`identity_error_over_frames`);
     None: the first frame's (:func:`identity_error`).
     """
@@ -460,7 +476,7 @@ def score_synthtalk(
     else:
         ident = identity_error_over_frames(frames, reference, identity_stride)
     return SynthTalkScores(
-        lipsync=lipsync_correlation(measured[:n], truth[:n]),
+        lipsync=(lipsync_correlation(measured[:n], truth[:n]) if _moves(truth[:n]) else None),
         closed_in_silence=(mouth_closed_fraction(measured[:n], sil) if sil.any() else None),
         identity_error=ident,
         head_motion=head_motion(frames),
