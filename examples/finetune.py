@@ -152,9 +152,13 @@ def run_quickstart(argv: list[str]) -> int:
     then a sample video of a held-out clip and its SynthTalk measures, beside the same clip, settings and noise
     through the model before the fine-tune (a few minutes on a CPU)."""
     import datetime as dt
-    import json
 
-    parser = argparse.ArgumentParser(prog="finetune.py", description=run_quickstart.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="finetune.py", description=run_quickstart.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other modes (the module docstring has examples of each):\n"
+        "  finetune.py stages --root DIR [LightningCLI flags]   stage one, then stage two from its final checkpoint\n"
+        "  finetune.py fit|validate|test --config YAML ...      one stage (LightningCLI; 'fit --help' for its flags)\n"
+        "  finetune.py export CKPT OUT.safetensors [--ema]      a checkpoint's weights for inference")
     parser.add_argument("--root", default=None, help="output folder (default: runs/quickstart/<time>)")
     parser.add_argument("--clips", type=int, default=32, help="SynthTalk clips to generate for training")
     parser.add_argument("--steps", type=int, default=10, help="training steps of each stage")
@@ -162,37 +166,49 @@ def run_quickstart(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=2026, help="seed of the SynthTalk data and of training")
     parser.add_argument("--demo-dir", type=Path, default=None, help="demo model folder (default: the packaged one)")
     known = parser.parse_args(argv)
-
-    from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
-    from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, demo_card
-
-    def demo_dir_file(directory: Path | None, name: str) -> Path:
-        from fantasytalking.errors import WeightsError
-
-        path = Path(directory or DEMO_DIR) / name
-        if not path.is_file():
-            raise WeightsError(f"no demo model at {path}: train and package one (docs/demo.md) or give --demo-dir")
-        return path
+    for flag, value in (("--clips", known.clips), ("--steps", known.steps), ("--sample-steps", known.sample_steps)):
+        if value < 1:  # checked before minutes of data and training, not after them
+            print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
 
     from fantasytalking.errors import FantasyTalkingError
 
     root = Path(known.root or f"runs/quickstart/{dt.datetime.now():%Y%m%d-%H%M%S}")
+    if root.exists() and not root.is_dir():
+        print(f"error: {root} is a file, not a folder; give another --root", file=sys.stderr)
+        return 2
     if root.exists() and any(root.iterdir()):
         print(f"error: {root} is not empty; give another --root", file=sys.stderr)
         return 2
     try:
-        card = demo_card(known.demo_dir)
-        model = demo_dir_file(known.demo_dir, "model.safetensors")
-    except FantasyTalkingError as err:
+        return _quickstart(known, root)
+    except FantasyTalkingError as err:  # e.g. espeak-ng missing, no face in the sample: one line, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    vae_dir = model.parent / "vae"
-    frames, size = int(card["clip_frames"]), int(card["size"])
-    try:
-        model_flags = export_model_flags(model)
-    except FantasyTalkingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+
+def _card_int(card: dict[str, Any], key: str, path: Path) -> int:
+    from fantasytalking.errors import WeightsError
+
+    value = card.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WeightsError(f"{path} has no positive integer '{key}' (got {value!r}); the quickstart makes its data at "
+                           "the demo's clip length and size; re-package the demo (docs/demo.md).")  # fmt: skip
+    return value
+
+
+def _quickstart(known: argparse.Namespace, root: Path) -> int:
+    """:func:`run_quickstart` after its arguments are checked: every input error is a ``FantasyTalkingError``."""
+    from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
+    from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, check_demo_folder
+
+    # the demo folder checked as `fantasytalking demo` checks it, before any data is made (a missing vae/ or a
+    # card of another model would otherwise fail inside the stage-one process, with a traceback)
+    checked = check_demo_folder(known.demo_dir)
+    card, model, vae_dir = checked["card"], checked["model"], checked["vae"]
+    card_path = Path(known.demo_dir or DEMO_DIR) / "card.json"
+    frames, size = _card_int(card, "clip_frames", card_path), _card_int(card, "size", card_path)
+    model_flags = export_model_flags(model)
     print(f"1/4 SynthTalk: {known.clips} clips of {frames} frames at {size} px -> {root / 'shards'}", flush=True)
     print(write_synthtalk(SynthConfig(out_dir=root / "shards", clips=known.clips, size=size, num_frames=frames,
                                       seed=known.seed, split="train")).summary(), flush=True)  # fmt: skip
@@ -202,7 +218,7 @@ def run_quickstart(argv: list[str]) -> int:
         "--data.init_args.batch_size", "2",
         "--data.init_args.shuffle_buffer", "8",
         "--model.init_args.backbone.vae", str(vae_dir),
-        "--model.init_args.backbone.seed", str(card["seed"]),
+        "--model.init_args.backbone.seed", str(checked["seed"]),
         "--model.init_args.objective.cache_dir", str(root / "encode-cache"),
         "--model.init_args.optim.lr", "5e-5",          # fine-tuning a trained model: a tenth of the demo's
         "--model.init_args.optim.warmup_steps", "2",
@@ -230,6 +246,7 @@ def run_quickstart(argv: list[str]) -> int:
 
     from PIL import Image
 
+    from fantasytalking.io.video import write_json_atomic
     from fantasytalking.metrics import synthtalk as st
     from fantasytalking.training.presets import demo_pipeline
 
@@ -238,15 +255,19 @@ def run_quickstart(argv: list[str]) -> int:
     silent = st.long_silences(clip.column("speaking") <= 0, DEMO_GENERATION["fps"])
     landmarks = clip.landmarks[0]
 
+    # the demo folder's own generation settings (its card's, as `fantasytalking demo` uses them) over the defaults
+    generation = {**DEMO_GENERATION, **checked["generation"]}
+
     def sample(conditioning: Path, path: Path) -> dict[str, Any]:
         """The held-out clip's portrait and speech through ``conditioning``, saved to ``path``; its measures."""
-        pipe = demo_pipeline(vae_dir, seed=int(card["seed"]), conditioning=conditioning)
-        pipe.segment_frames = DEMO_GENERATION["segment_frames"]  # as the demo generates: one clip (docs/design.md)
+        pipe = demo_pipeline(vae_dir, seed=checked["seed"], conditioning=conditioning)
+        pipe.segment_frames = generation["segment_frames"]  # as the demo generates: one clip (docs/design.md)
         # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
         with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb: (None, landmarks)):
             out = pipe(Image.fromarray(clip.frames[0]), clip.audio, num_inference_steps=known.sample_steps,
-                       max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=DEMO_GENERATION["prompt_cfg"],
-                       audio_cfg=DEMO_GENERATION["audio_cfg"], fps=DEMO_GENERATION["fps"], seed=known.seed,
+                       max_edge=size, max_frames=clip.frames.shape[0], prompt_cfg=generation["prompt_cfg"],
+                       audio_cfg=generation["audio_cfg"], fps=generation["fps"], seed=known.seed,
+                       motion_gain=float(generation.get("motion_gain", 1.0)),
                        progress=False)  # fmt: skip
         pipe.save(out, path)
         scores = st.score_synthtalk(out.frames, truth, reference=clip.frames[0])
@@ -263,7 +284,7 @@ def run_quickstart(argv: list[str]) -> int:
         "clip": {k: clip.info[k] for k in ("identity_id", "sentence", "voice", "language")},
         "training": {"clips": known.clips, "steps_per_stage": known.steps, "seed": known.seed, "root": str(root)},
     }  # fmt: skip
-    (root / "sample_metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_json_atomic(root / "sample_metrics.json", metrics)  # whole or not at all
     print(f"{'measure':<24}{'before':>10}{'after':>10}   (one held-out clip; before: {model})")
     for name, value in after.items():
         was = before[name]
@@ -276,7 +297,7 @@ def run_quickstart(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     quickstart_options = ("--root", "--clips", "--steps", "--sample-steps", "--seed", "--demo-dir")
-    if not args or args[0].split("=")[0] in quickstart_options:
+    if not args or args[0].split("=")[0] in quickstart_options or args in (["-h"], ["--help"]):
         return run_quickstart(args)
     if args[:1] == ["stages"]:
         return run_stages(args[1:])

@@ -274,3 +274,40 @@ def test_corrupt_or_mismatched_demo_folder_fails_in_one_line_and_writes_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_cli_demo_with_own_inputs_needs_no_bundled_inputs_in_the_demo_dir(demo_dir, tmp_path, capsys):
+    """A packaged folder of one's own holds the model; with --image and --audio given, its bundled inputs are unused
+    and need not be there (the run goes on to load the model and check the settings: --steps 0 stops it there)."""
+    own = tmp_path / "demo"
+    shutil.copytree(demo_dir, own)
+    image, speech = tmp_path / "face.png", tmp_path / "speech.wav"
+    shutil.move(own / "portrait.png", image)
+    shutil.move(own / "speech.wav", speech)
+    out = tmp_path / "own.mp4"
+    assert main(["demo", "--demo-dir", str(own), "--image", str(image), "--audio", str(speech), "--steps", "0",
+                 "--output", str(out), "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps must be at least 1" in err[0] and not out.exists()
+    # ... but a bundled input that is used must be there, and is named
+    assert main(["demo", "--demo-dir", str(own), "--image", str(image), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "speech.wav" in err[0] and not out.exists()
+
+
+def test_cli_demo_takes_segment_frames(demo_dir, tmp_path, capsys):
+    """docs/demo.md: the demo makes one clip, and ``--segment-frames 17`` still segments. The flag reaches the
+    pipeline's segmenting, and a length that is not 4k+1 is refused there in one line before any sampling: the demo
+    VAE has no temporal compression, but diffusers' Wan VAE encodes 1 + 4k frames and a 16-frame segment crashed
+    (the segmenting itself: test_demo_generates_the_speech_as_one_clip_or_in_segments)."""
+    out = tmp_path / "seg.mp4"
+    assert main(["demo", "--demo-dir", str(demo_dir), "--segment-frames", "16", "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "segment_frames must be 4k+1" in err[0] and "got 16" in err[0] and not out.exists()
+
+
+def test_demo_dir_that_is_not_a_folder_says_so(tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    assert main(["demo", "--demo-dir", str(tmp_path / "nowhere"), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere does not exist or is not a folder" in err[0] and not out.exists()

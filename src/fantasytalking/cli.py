@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run each step's guidance passes as one batch (faster on GPUs, more memory)")
     gen.add_argument("--segment-frames", type=int, default=None,
                      help="make long speech from clips of this many frames (4k+1), each continuing the last; "
-                     "0: one clip as the release (default: the weights' own, e.g. 17 for the demo)")
+                     "0: one clip as the release (default: the weights' own; one clip for the release's)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     demo = commands.add_parser(
@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--body-motion", type=float, default=None, help="body motion intensity in [0, 1]")
     demo.add_argument("--motion-gain", type=float, default=None,
                       help="strength of the requested motion (default: the demo's; 1 is as trained)")
+    demo.add_argument("--segment-frames", type=int, default=None,
+                      help="make the speech from clips of this many frames (4k+1, e.g. 17, the training length), "
+                      "each continuing the last (default: the demo's, 0: one clip; docs/demo.md)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -219,7 +222,8 @@ def _demo(args: argparse.Namespace) -> Path:
     if args.output == DEMO_OUTPUT:  # the demo's own default place: made on a fresh checkout
         DEMO_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     ftio.check_outputs(args.output, overwrite=args.overwrite)
-    bundled_image, bundled_audio = demo_inputs(args.demo_dir)
+    # only the bundled inputs that are used must be there: a packaged folder of your own may have none
+    bundled_image, bundled_audio = demo_inputs(args.demo_dir, image=args.image is None, audio=args.audio is None)
     image = ftio.load_image(args.image or bundled_image)
     ftio.load_audio(args.audio or bundled_audio)
     start = time.perf_counter()
@@ -237,6 +241,8 @@ def _demo(args: argparse.Namespace) -> Path:
         settings["audio_cfg"] = args.audio_cfg
     if args.motion_gain is not None:
         settings["motion_gain"] = args.motion_gain
+    if args.segment_frames is not None:
+        settings["segment_frames"] = args.segment_frames
     result = pipe(image, args.audio or bundled_audio, seed=args.seed, face_motion=args.face_motion,
                   body_motion=args.body_motion, progress=not args.quiet, **settings)  # fmt: skip
     for line in result.settings.notes:

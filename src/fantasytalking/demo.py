@@ -31,8 +31,8 @@ import numpy as np
 
 from fantasytalking.errors import InputError, WeightsError
 
-__all__ = ["DEMO_DIR", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction", "load_demo",
-           "make_demo_inputs"]
+__all__ = ["DEMO_DIR", "check_demo_folder", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction",
+           "load_demo", "make_demo_inputs"]
 
 #: Where the embedded default lives (inside the installed package).
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
@@ -47,6 +47,17 @@ DEMO_GENERATION: dict[str, Any] = {"num_inference_steps": 20, "max_edge": 96, "f
 FLAT_THRESHOLD = 0.5
 
 
+def _folder(directory: str | Path | None) -> Path:
+    """The demo model folder: ``directory``, or the packaged one; a given one must be a folder."""
+    if not directory:  # None (or ""): as ``Path(directory or DEMO_DIR)`` always read it
+        return DEMO_DIR
+    root = Path(directory)
+    if not root.is_dir():
+        raise WeightsError(f"the demo model folder {root} does not exist or is not a folder; give --demo-dir a folder "
+                           "packaged as docs/demo.md says (model.safetensors, vae/, card.json).")  # fmt: skip
+    return root
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         raise WeightsError(
@@ -58,7 +69,7 @@ def _need(path: Path, what: str) -> Path:
 
 def demo_card(directory: str | Path | None = None) -> dict[str, Any]:
     """The demo's ``card.json``: training command, seed, data, wall time, clip length, held-out scores."""
-    path = _need(Path(directory or DEMO_DIR) / "card.json", "its training card")
+    path = _need(_folder(directory) / "card.json", "its training card")
     try:
         card = json.loads(path.read_text())
     except ValueError as err:
@@ -86,24 +97,27 @@ def _card_generation(card: dict[str, Any], path: Path) -> dict[str, Any]:
     return generation
 
 
-def demo_inputs(directory: str | Path | None = None) -> tuple[Path, Path]:
-    """The bundled SynthTalk portrait and speech (both held out from training)."""
-    root = Path(directory or DEMO_DIR)
-    return _need(root / "portrait.png", "the bundled portrait"), _need(root / "speech.wav", "the bundled speech")
+def demo_inputs(directory: str | Path | None = None, *, image: bool = True, audio: bool = True
+                ) -> tuple[Path, Path]:  # fmt: skip
+    """The bundled SynthTalk portrait and speech (both held out from training).
 
-
-def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> Any:
-    """The trained demo pipeline (float32), with the segment length its held-out scores were measured with.
-
-    ``pipe.demo_defaults`` holds the generation settings the held-out scores were measured with (the card's
-    ``generation`` over :data:`DEMO_GENERATION`), and ``pipe.segment_frames`` their ``segment_frames`` (0: one
-    clip for the whole speech).
+    ``image`` / ``audio`` False: that file is not needed (the caller has its own), so a folder without it is no
+    error; its path is returned all the same.
     """
-    from fantasytalking.errors import FantasyTalkingError
-    from fantasytalking.training.export import read_export_config
-    from fantasytalking.training.presets import demo_pipeline
+    root = _folder(directory)
+    portrait, speech = root / "portrait.png", root / "speech.wav"
+    return (_need(portrait, "the bundled portrait") if image else portrait,
+            _need(speech, "the bundled speech") if audio else speech)  # fmt: skip
 
-    root = Path(directory or DEMO_DIR)
+
+def check_demo_folder(directory: str | Path | None = None) -> dict[str, Any]:
+    """Check a demo model folder as :func:`load_demo` does, without building the model: ``model.safetensors``,
+    ``card.json`` (with the integer training ``seed`` and known ``generation`` settings), ``vae/config.json``, and a
+    card seed that is the one the model was trained with. Returns ``model``, ``vae`` (paths), ``card``, ``seed`` and
+    ``generation`` (the card's own settings). A :class:`WeightsError` that names what is wrong otherwise."""
+    from fantasytalking.training.export import read_export_config
+
+    root = _folder(directory)
     model = _need(root / "model.safetensors", "the trained transformer and conditioners")
     card = demo_card(root)
     seed, generation = _card_seed(card, root / "card.json"), _card_generation(card, root / "card.json")
@@ -115,6 +129,22 @@ def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> An
         raise WeightsError(f"{root / 'card.json'} says seed {seed}, but {model} was trained with backbone seed "
                            f"{trained}: the card and the model do not match; reinstall fantasytalking or re-package "
                            "the demo (docs/demo.md).")  # fmt: skip
+    return {"model": model, "vae": vae, "card": card, "seed": seed, "generation": generation}
+
+
+def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> Any:
+    """The trained demo pipeline (float32), with the segment length its held-out scores were measured with.
+
+    ``pipe.demo_defaults`` holds the generation settings the held-out scores were measured with (the card's
+    ``generation`` over :data:`DEMO_GENERATION`), and ``pipe.segment_frames`` their ``segment_frames`` (0: one
+    clip for the whole speech).
+    """
+    from fantasytalking.errors import FantasyTalkingError
+    from fantasytalking.training.presets import demo_pipeline
+
+    root = Path(directory or DEMO_DIR)
+    checked = check_demo_folder(directory)
+    model, vae, seed, generation = checked["model"], checked["vae"], checked["seed"], checked["generation"]
     try:
         pipe = demo_pipeline(vae, seed=seed, conditioning=model)
     except FantasyTalkingError:

@@ -467,10 +467,13 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         value = self.segment_frames if segment_frames is None else segment_frames
         if not value:
             return None
-        if value < 5 or (value - 1) % self.vae_scale_factor_temporal:
+        # 4k+1 for every Wan VAE, the demo's without temporal compression too: diffusers' AutoencoderKLWan encodes a
+        # first frame, then 4 frames at a time, and drops the frames of an unfinished group of 4
+        multiple = math.lcm(4, self.vae_scale_factor_temporal)
+        if value < 5 or (value - 1) % multiple:
             raise InputError(
-                f"segment_frames must be {self.vae_scale_factor_temporal}k+1 (the VAE's temporal stride) and at least 5, "
-                f"got {value}; "
+                f"segment_frames must be {multiple}k+1 (the Wan VAE encodes a first frame, then 4 at a time) and at "
+                f"least 5, got {value}; "
                 "use the length the weights were trained on (17 for the demo), or 0 for one clip."
             )
         return int(value)

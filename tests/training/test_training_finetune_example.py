@@ -154,3 +154,74 @@ def test_no_arguments_fine_tunes_the_packaged_demo_and_scores_a_sample(tmp_path)
     assert set(before) == {k for k in metrics if k not in ("before", "clip", "training")}
     assert -1.0 <= before["lipsync"] <= 1.0 and before != {k: metrics[k] for k in before}
     assert (run / "sample_before.mp4").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def random_demo(tmp_path_factory):
+    """A demo folder in the packaged layout with RANDOM demo-preset weights."""
+    from fantasytalking.testing import make_random_demo
+
+    return make_random_demo(tmp_path_factory.mktemp("demo"), seed=0, steps=1)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "needle"),
+    [
+        ("no_vae", "vae/config.json"),  # was: 17 s of data, then a jsonargparse traceback in the stage-one process
+        ("card_without_clip_frames", "'clip_frames'"),  # was: KeyError
+        ("card_other_seed", "do not match"),  # was: silently trained on frozen encoders the model never saw
+        ("demo_dir_missing", "does not exist or is not a folder"),
+        ("root_is_file", "is a file, not a folder"),  # was: NotADirectoryError
+        ("zero_clips", "--clips must be at least 1"),  # was: an InputError traceback
+        ("zero_sample_steps", "--sample-steps must be at least 1"),  # was: a ValueError after both stages
+        ("data_fails", "espeak-ng failed"),  # e.g. espeak-ng missing: was a traceback
+    ],
+)
+def test_quickstart_refuses_bad_input_in_one_line_before_making_data(breakage, needle, random_demo, tmp_path,
+                                                                     capsys, monkeypatch):  # fmt: skip
+    import shutil
+
+    from fantasytalking.errors import InputError
+
+    demo = tmp_path / "demo"
+    shutil.copytree(random_demo, demo)
+    card = json.loads((demo / "card.json").read_text())
+    root, extra = tmp_path / "run", []
+    if breakage == "no_vae":
+        shutil.rmtree(demo / "vae")
+    elif breakage == "card_without_clip_frames":
+        del card["clip_frames"]
+    elif breakage == "card_other_seed":
+        card["seed"] += 1
+    elif breakage == "demo_dir_missing":
+        shutil.rmtree(demo)
+    elif breakage == "root_is_file":
+        root.write_text("not a folder")
+    elif breakage == "zero_clips":
+        extra = ["--clips", "0"]
+    elif breakage == "zero_sample_steps":
+        extra = ["--sample-steps", "0"]
+    elif breakage == "data_fails":
+        import fantasytalking.data.synthtalk as synthtalk
+
+        def fail(config):
+            raise InputError("espeak-ng failed to speak 'x'; check that espeak-ng-data is installed")
+
+        monkeypatch.setattr(synthtalk, "write_synthtalk", fail)
+    if breakage.startswith("card"):
+        (demo / "card.json").write_text(json.dumps(card))
+    code = _finetune_module().main(["--root", str(root), "--demo-dir", str(demo), "--clips", "1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+    assert not (root / "stage1").exists() and (breakage == "root_is_file" or not (root / "shards").exists())
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_shows_the_quickstart_options_and_the_other_modes(flag, capsys):
+    """``finetune.py --help`` describes what the script does without arguments (it showed LightningCLI's help)."""
+    with pytest.raises(SystemExit) as done:
+        _finetune_module().main([flag])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "--clips" in out and "--demo-dir" in out and "--sample-steps" in out
+    assert "finetune.py stages" in out and "fit|validate|test" in out and "finetune.py export" in out
