@@ -200,14 +200,13 @@ def _card_int(card: dict[str, Any], key: str, path: Path) -> int:
 def _quickstart(known: argparse.Namespace, root: Path) -> int:
     """:func:`run_quickstart` after its arguments are checked: every input error is a ``FantasyTalkingError``."""
     from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
-    from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, check_demo_folder
+    from fantasytalking.demo import DEMO_GENERATION, check_demo_folder
 
     # the demo folder checked as `fantasytalking demo` checks it, before any data is made (a missing vae/ or a
     # card of another model would otherwise fail inside the stage-one process, with a traceback)
-    checked = check_demo_folder(known.demo_dir)
-    card, model, vae_dir = checked["card"], checked["model"], checked["vae"]
-    card_path = Path(known.demo_dir or DEMO_DIR) / "card.json"
-    frames, size = _card_int(card, "clip_frames", card_path), _card_int(card, "size", card_path)
+    demo = check_demo_folder(known.demo_dir)
+    model, vae_dir = demo.model, demo.vae
+    frames, size = _card_int(demo.card, "clip_frames", demo.card_path), _card_int(demo.card, "size", demo.card_path)
     model_flags = export_model_flags(model)
     print(f"1/4 SynthTalk: {known.clips} clips of {frames} frames at {size} px -> {root / 'shards'}", flush=True)
     print(write_synthtalk(SynthConfig(out_dir=root / "shards", clips=known.clips, size=size, num_frames=frames,
@@ -218,7 +217,7 @@ def _quickstart(known: argparse.Namespace, root: Path) -> int:
         "--data.init_args.batch_size", "2",
         "--data.init_args.shuffle_buffer", "8",
         "--model.init_args.backbone.vae", str(vae_dir),
-        "--model.init_args.backbone.seed", str(checked["seed"]),
+        "--model.init_args.backbone.seed", str(demo.seed),
         "--model.init_args.objective.cache_dir", str(root / "encode-cache"),
         "--model.init_args.optim.lr", "5e-5",          # fine-tuning a trained model: a tenth of the demo's
         "--model.init_args.optim.warmup_steps", "2",
@@ -255,12 +254,11 @@ def _quickstart(known: argparse.Namespace, root: Path) -> int:
     silent = st.long_silences(clip.column("speaking") <= 0, DEMO_GENERATION["fps"])
     landmarks = clip.landmarks[0]
 
-    # the demo folder's own generation settings (its card's, as `fantasytalking demo` uses them) over the defaults
-    generation = {**DEMO_GENERATION, **checked["generation"]}
+    generation = demo.defaults  # the demo folder's own generation settings, as `fantasytalking demo` uses them
 
     def sample(conditioning: Path, path: Path) -> dict[str, Any]:
         """The held-out clip's portrait and speech through ``conditioning``, saved to ``path``; its measures."""
-        pipe = demo_pipeline(vae_dir, seed=checked["seed"], conditioning=conditioning)
+        pipe = demo_pipeline(vae_dir, seed=demo.seed, conditioning=conditioning)
         pipe.segment_frames = generation["segment_frames"]  # as the demo generates: one clip (docs/design.md)
         # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
         with mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb: (None, landmarks)):

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from fantasytalking.errors import InputError, WeightsError
 
-__all__ = ["DEMO_DIR", "check_demo_folder", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction",
+__all__ = ["DEMO_DIR", "DemoFolder", "check_demo_folder", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction",
            "load_demo", "make_demo_inputs"]
 
 #: Where the embedded default lives (inside the installed package).
@@ -110,11 +111,31 @@ def demo_inputs(directory: str | Path | None = None, *, image: bool = True, audi
             _need(speech, "the bundled speech") if audio else speech)  # fmt: skip
 
 
-def check_demo_folder(directory: str | Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DemoFolder:
+    """A checked demo model folder (:func:`check_demo_folder`)."""
+
+    root: Path
+    model: Path  # model.safetensors: the trained transformer and conditioners
+    vae: Path  # the vae/ folder
+    card: dict[str, Any]
+    seed: int  # the frozen encoders' seed, the one the model was trained with
+    generation: dict[str, Any]  # the card's own generation settings
+
+    @property
+    def card_path(self) -> Path:
+        return self.root / "card.json"
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The settings the held-out scores were measured with: the card's over :data:`DEMO_GENERATION`."""
+        return {**DEMO_GENERATION, **self.generation}
+
+
+def check_demo_folder(directory: str | Path | None = None) -> DemoFolder:
     """Check a demo model folder as :func:`load_demo` does, without building the model: ``model.safetensors``,
     ``card.json`` (with the integer training ``seed`` and known ``generation`` settings), ``vae/config.json``, and a
-    card seed that is the one the model was trained with. Returns ``model``, ``vae`` (paths), ``card``, ``seed`` and
-    ``generation`` (the card's own settings). A :class:`WeightsError` that names what is wrong otherwise."""
+    card seed that is the one the model was trained with. A :class:`WeightsError` that names what is wrong otherwise."""
     from fantasytalking.training.export import read_export_config
 
     root = _folder(directory)
@@ -129,7 +150,7 @@ def check_demo_folder(directory: str | Path | None = None) -> dict[str, Any]:
         raise WeightsError(f"{root / 'card.json'} says seed {seed}, but {model} was trained with backbone seed "
                            f"{trained}: the card and the model do not match; reinstall fantasytalking or re-package "
                            "the demo (docs/demo.md).")  # fmt: skip
-    return {"model": model, "vae": vae, "card": card, "seed": seed, "generation": generation}
+    return DemoFolder(root=root, model=model, vae=vae, card=card, seed=seed, generation=generation)
 
 
 def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> Any:
@@ -142,20 +163,18 @@ def load_demo(directory: str | Path | None = None, *, device: str = "cpu") -> An
     from fantasytalking.errors import FantasyTalkingError
     from fantasytalking.training.presets import demo_pipeline
 
-    root = Path(directory or DEMO_DIR)
-    checked = check_demo_folder(directory)
-    model, vae, seed, generation = checked["model"], checked["vae"], checked["seed"], checked["generation"]
+    folder = check_demo_folder(directory)
     try:
-        pipe = demo_pipeline(vae, seed=seed, conditioning=model)
+        pipe = demo_pipeline(folder.vae, seed=folder.seed, conditioning=folder.model)
     except FantasyTalkingError:
         raise
     except (OSError, ValueError, RuntimeError) as err:  # diffusers: unreadable / truncated / mismatched VAE files
         reason = " ".join(str(err).split())[:200] or type(err).__name__
-        raise WeightsError(f"cannot load the demo model from {root} ({reason}); reinstall fantasytalking or "
+        raise WeightsError(f"cannot load the demo model from {folder.root} ({reason}); reinstall fantasytalking or "
                            "re-package the demo (docs/demo.md).") from None  # fmt: skip
-    pipe.demo_defaults = {**DEMO_GENERATION, **generation}
+    pipe.demo_defaults = folder.defaults
     pipe.segment_frames = int(pipe.demo_defaults["segment_frames"])
-    pipe.source_files[:] = [str(model), str(vae)]
+    pipe.source_files[:] = [str(folder.model), str(folder.vae)]
     return pipe.to(device)
 
 
