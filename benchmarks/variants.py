@@ -157,7 +157,8 @@ def make_data(work: Path, s: dict[str, Any]) -> tuple[Path, Path]:
 
 
 def heldout_clips(heldout: Path, s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each held-out clip: key, first frame (uint8), audio, frame-0 landmarks, truth opening and silence."""
+    """Each held-out clip: key, first frame (uint8), audio, frame-0 landmarks, truth opening and silence, and its
+    SynthTalk identity id (None for shards without one)."""
     from fantasytalking.data import TalkingClipDataModule
     from fantasytalking.data.synthtalk import TRUTH_COLUMNS, read_truth
 
@@ -176,7 +177,7 @@ def heldout_clips(heldout: Path, s: dict[str, Any]) -> list[dict[str, Any]]:
         real = ((video.permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()  # (F, H, W, 3)
         out.append({"key": key, "image": frame, "audio": batch["audio"][0].numpy().astype(np.float32), "video": real,
                     "landmarks": batch["landmarks"][0, 0].numpy(), "truth_open": opening,
-                    "silent": speaking <= 0})  # fmt: skip
+                    "silent": speaking <= 0, "identity": truth[key][1].get("identity_id")})  # fmt: skip
     return sorted(out, key=lambda c: c["key"])
 
 

@@ -200,7 +200,7 @@ def _card_int(card: dict[str, Any], key: str, path: Path) -> int:
 def _quickstart(known: argparse.Namespace, root: Path) -> int:
     """:func:`run_quickstart` after its arguments are checked: every input error is a ``FantasyTalkingError``."""
     from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
-    from fantasytalking.demo import DEMO_GENERATION, check_demo_folder
+    from fantasytalking.demo import check_demo_folder
 
     # the demo folder checked as `fantasytalking demo` checks it, before any data is made (a missing vae/ or a
     # card of another model would otherwise fail inside the stage-one process, with a traceback)
@@ -249,15 +249,16 @@ def _quickstart(known: argparse.Namespace, root: Path) -> int:
     from fantasytalking.metrics import synthtalk as st
     from fantasytalking.training.presets import demo_pipeline
 
-    clip = make_clip(SynthConfig(size=size, num_frames=4 * frames - 3, seed=known.seed, split="heldout"), 0)
+    generation = demo.defaults  # the demo folder's own generation settings, as `fantasytalking demo` uses them
+    # the clip at the fps it is generated and scored at, so the truth's frames are the generated frames' times
+    clip = make_clip(SynthConfig(size=size, num_frames=4 * frames - 3, fps=float(generation["fps"]), seed=known.seed,
+                                 split="heldout"), 0)  # fmt: skip
     truth = clip.column("open")
-    silent = st.long_silences(clip.column("speaking") <= 0, DEMO_GENERATION["fps"])
+    silent = st.long_silences(clip.column("speaking") <= 0, generation["fps"])
     landmarks = clip.landmarks[0]
 
-    generation = demo.defaults  # the demo folder's own generation settings, as `fantasytalking demo` uses them
-
-    def sample(conditioning: Path, path: Path) -> dict[str, Any]:
-        """The held-out clip's portrait and speech through ``conditioning``, saved to ``path``; its measures."""
+    def sample(conditioning: Path) -> tuple[Any, Any, dict[str, Any]]:
+        """The held-out clip's portrait and speech through ``conditioning``: ``(pipeline, result, measures)``."""
         pipe = demo_pipeline(vae_dir, seed=demo.seed, conditioning=conditioning)
         pipe.segment_frames = generation["segment_frames"]  # as the demo generates: one clip (docs/design.md)
         # A SynthTalk face at this size is below dlib's detection size: its true landmarks stand in for detection.
@@ -267,15 +268,17 @@ def _quickstart(known: argparse.Namespace, root: Path) -> int:
                        audio_cfg=generation["audio_cfg"], fps=generation["fps"], seed=known.seed,
                        motion_gain=float(generation.get("motion_gain", 1.0)),
                        progress=False)  # fmt: skip
-        pipe.save(out, path)
         scores = st.score_synthtalk(out.frames, truth, reference=clip.frames[0])
         n = min(len(scores.opening), len(truth))
         closed = None if not silent[:n].any() else st.mouth_closed_fraction(scores.opening[:n], silent[:n])
-        return {**scores.as_dict(), "closed_in_long_silence": closed}
+        return pipe, out, {**scores.as_dict(), "closed_in_long_silence": closed}
 
-    # The same clip, settings and noise through the model before fine-tuning: what the fine-tune changed.
-    after = sample(root / "stage2" / "conditioning.safetensors", root / "sample.mp4")
-    before = sample(model, root / "sample_before.mp4")
+    # The same clip, settings and noise through the model before fine-tuning: what the fine-tune changed. Both are
+    # made before either is written, so a failure leaves no sample.mp4 without its metrics.
+    pipe_after, out_after, after = sample(root / "stage2" / "conditioning.safetensors")
+    pipe_before, out_before, before = sample(model)
+    pipe_after.save(out_after, root / "sample.mp4")
+    pipe_before.save(out_before, root / "sample_before.mp4")
     metrics = {
         **after,
         "before": before,

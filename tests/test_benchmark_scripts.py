@@ -78,6 +78,9 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     assert (tmp_path / "res" / path.name.replace(".json", ".md")).read_text().startswith(
         "Demo model on the SynthTalk held-out split")
     assert report["split"] == "heldout"  # read from the shards' synthtalk.json
+    # every clip of every row names its SynthTalk identity (clips of one identity are not independent)
+    assert all(isinstance(c["identity"], str) and c["identity"].startswith("heldout-")
+               for row in report["rows"] for c in row["per_clip"])  # fmt: skip
     by = {row["name"]: row for row in report["rows"]}
     assert set(report["motion_embedding"]["norms"]) == {"0.1", "0.5", "1.0"}  # the conditioner, read directly
     # the motion rows (only they request a non-default motion) carry the gain they were measured at
@@ -231,6 +234,28 @@ def test_demo_targets_title_names_the_split_it_scored(tmp_path):
     assert "split not recorded" in script.shards_name(tmp_path / "missing")
     assert script.shards_name(tmp_path / "missing", "heldout") == "the SynthTalk held-out split"  # the record's
     assert script.shards_split(tmp_path / "train") == "train" and script.shards_split(tmp_path / "missing") is None
+
+
+def test_demo_targets_gives_lip_sync_per_identity():
+    """Clips of one SynthTalk identity pass or fail together (the targets' split: 32 clips, 8 identities, one of
+    which scores 0.11): the record gives the rows that should follow their speech per identity, and the mean over
+    identities, each counted once; rows of other kinds, clips without an identity and one-identity rows add nothing."""
+    script = load_script("demo_targets")
+
+    def clip(key, who, lipsync):
+        return {"key": key, "identity": who, "lipsync": lipsync}
+
+    own = {"name": "full model, own speech", "per_clip": [
+        clip("c0", "heldout-1-1", 0.8), clip("c1", "heldout-1-0", 0.7), clip("c2", "heldout-1-1", 0.6),
+        clip("c3", "heldout-1-0", None), clip("c4", None, 0.9), clip("c5", "heldout-1-2", 0.1)]}  # fmt: skip
+    assert script.by_identity(own["per_clip"]) == [("heldout-1-0", 0.7, 1), ("heldout-1-1", pytest.approx(0.7), 2),
+                                                   ("heldout-1-2", 0.1, 1)]  # fmt: skip
+    silence = {"name": "full model, silence", "per_clip": own["per_clip"]}
+    alone = {"name": script.STAGE1_ROW, "per_clip": [clip("c0", "heldout-1-1", 0.2), clip("c1", "heldout-1-1", 0.4)]}
+    old = {"name": script.ABLATION_ROW, "per_clip": [{"key": "c0", "lipsync": 0.5}]}  # a record before identities
+    lines = script.identity_lines({"rows": [own, silence, alone, old]})
+    assert lines == ["Lip sync by identity, full model, own speech: heldout-1-0 0.70 (1), heldout-1-1 0.70 (2), "
+                     "heldout-1-2 0.10 (1); mean over the 3 identities 0.500."]  # fmt: skip
 
 
 def test_demo_targets_paired_evidence(tmp_path, capsys):

@@ -278,7 +278,7 @@ def test_corrupt_or_mismatched_demo_folder_fails_in_one_line_and_writes_nothing(
 
 def test_cli_demo_with_own_inputs_needs_no_bundled_inputs_in_the_demo_dir(demo_dir, tmp_path, capsys):
     """A packaged folder of one's own holds the model; with --image and --audio given, its bundled inputs are unused
-    and need not be there (the run goes on to load the model and check the settings: --steps 0 stops it there)."""
+    and need not be there (the run goes on to check the settings: --steps 0 stops it there)."""
     own = tmp_path / "demo"
     shutil.copytree(demo_dir, own)
     image, speech = tmp_path / "face.png", tmp_path / "speech.wav"
@@ -311,3 +311,17 @@ def test_demo_dir_that_is_not_a_folder_says_so(tmp_path, capsys):
     assert main(["demo", "--demo-dir", str(tmp_path / "nowhere"), "--output", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere does not exist or is not a folder" in err[0] and not out.exists()
+
+
+def test_cli_demo_refuses_bad_steps_before_loading_the_model(demo_dir, tmp_path, capsys, monkeypatch):
+    """``--steps 0`` is a typo, not a reason to build the model first: it is refused before ``load_demo``."""
+    import fantasytalking.demo as demo_module
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("load_demo was called before --steps was checked")
+
+    monkeypatch.setattr(demo_module, "load_demo", no_load)
+    out = tmp_path / "x.mp4"
+    assert main(["demo", "--demo-dir", str(demo_dir), "--steps", "0", "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps must be at least 1" in err[0] and not out.exists()

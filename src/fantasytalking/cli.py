@@ -226,6 +226,8 @@ def _demo(args: argparse.Namespace) -> Path:
     bundled_image, bundled_audio = demo_inputs(args.demo_dir, image=args.image is None, audio=args.audio is None)
     image = ftio.load_image(args.image or bundled_image)
     ftio.load_audio(args.audio or bundled_audio)
+    if args.steps is not None and args.steps < 1:  # before the model is loaded
+        raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
     start = time.perf_counter()
     pipe = load_demo(args.demo_dir)
     ftio.check_image_size(image, min_side=pipe.min_image_side, path=args.image)  # before the domain note
@@ -234,8 +236,6 @@ def _demo(args: argparse.Namespace) -> Path:
         print(f"note: {note}", file=sys.stderr)
     settings = dict(pipe.demo_defaults)
     if args.steps is not None:
-        if args.steps < 1:
-            raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
         settings["num_inference_steps"] = args.steps
     if args.audio_cfg is not None:
         settings["audio_cfg"] = args.audio_cfg

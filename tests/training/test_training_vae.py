@@ -315,3 +315,19 @@ def test_decoder_only_leaves_the_encoder_and_the_latent_statistics_exactly_as_th
     bare = WanVAETrainer({**config, "latents_mean": None, "latents_std": None}, decoder_only=True)
     with pytest.raises(InputError, match="--init-from"):
         bare.export_vae(tmp_path / "bare", batches=[batch])
+
+
+def test_vae_command_runs_without_a_second_copy_of_its_module():
+    """``python -m fantasytalking.training.vae`` (the documented command) must not find its module already imported
+    by the package: runpy then warns and runs a second copy of it (two ``WanVAETrainer`` classes). The package still
+    gives ``fantasytalking.training.WanVAETrainer`` on first use."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "fantasytalking.training.vae", "--help"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "--decoder-only" in done.stdout, done.stderr[-2000:]
+    import fantasytalking.training as training
+    from fantasytalking.training.vae import WanVAETrainer as direct
+
+    assert training.WanVAETrainer is direct and "WanVAETrainer" in training.__all__

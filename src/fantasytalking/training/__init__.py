@@ -49,7 +49,6 @@ from fantasytalking.training.objective import (
 from fantasytalking.training.presets import demo_pipeline
 from fantasytalking.training.strategies import WanFSDPStrategy
 from fantasytalking.training.synthetic import SyntheticTalkingDataModule, SyntheticTalkingDataset
-from fantasytalking.training.vae import WanVAETrainer
 
 __all__ = [
     "AudioConfig",
@@ -89,3 +88,13 @@ __all__ = [
     "step_generator",
     "tiny_pipeline",
 ]
+
+
+def __getattr__(name: str):  # PEP 562: the VAE trainer is imported on first use, not with the package
+    # (`python -m fantasytalking.training.vae` runs that module as __main__; imported here first, runpy warns that
+    # it was already in sys.modules and the command would run a second copy of it)
+    if name == "WanVAETrainer":
+        from fantasytalking.training.vae import WanVAETrainer
+
+        return WanVAETrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -71,7 +71,6 @@ from fantasytalking.training.objective import (
     sample_sigmas,
     step_generator,
 )
-from fantasytalking.training.vae import round_trip
 
 #: Version of ``checkpoint["fantasytalking"]``.
 CHECKPOINT_FORMAT_VERSION = 1
@@ -525,6 +524,9 @@ class FantasyTalkingModule(pl.LightningModule):
     def vae_round_trip(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``(B, 3, H, W)`` in ``[-1, 1]`` through the VAE's encode (mode) and decode, as the
         frames of a generated segment are."""
+        # imported here, not with the package: `python -m fantasytalking.training.vae` must be the first to import it
+        from fantasytalking.training.vae import round_trip
+
         return round_trip(self.pipe.vae, frames[:, :, None])[:, :, 0].to(frames.device)  # (B, 3, H, W)
 
     def _encode_cache(self) -> EncodeCache | None:
