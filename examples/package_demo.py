@@ -174,9 +174,13 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) 
     return out
 
 
-def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str,
+                    wall: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Put a decoder-only fine-tune ``run`` (an exported VAE folder with its ``train/``) in place of the packaged
-    VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs."""
+    VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs.
+
+    ``wall``: the run's measured wall time in seconds; default: read from its files' modification times, which a
+    git checkout does not keep (a run kept in the repository needs ``--wall '{"decoder": SECONDS}'``)."""
     from diffusers import AutoencoderKLWan
 
     if not (run / "config.json").is_file():
@@ -211,7 +215,7 @@ def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str)
         "command": command, "from": "the packaged VAE (its encoder, quant_conv and latents_mean / latents_std kept "
         "bit for bit)", "curve": "benchmarks/results/demo-training/vae-decoder.csv",
         "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split")},
-        "wall_time_s": wall_seconds(run / "train"), "losses": loss_summary(points),
+        "wall_time_s": wall_seconds(run / "train") if wall is None else float(wall), "losses": loss_summary(points),
         "heldout_scores": [{k: float(v) for k, v in row.items()} for row in scores]}  # fmt: skip
     return {**card, "vae": vae}
 
@@ -254,7 +258,8 @@ def main() -> int:
     p.add_argument("--shards", type=Path, default=Path("shards/synthtalk"))
     p.add_argument("--targets", type=Path, default=None, help="demo_targets.py JSON of this run")
     p.add_argument("--wall", type=json.loads, default=None,
-                   help='measured wall times in seconds, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}')  # fmt: skip
+                   help='measured wall times in seconds, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}; with '
+                   '--decoder: {"decoder": SECONDS} (default: from the run\'s file times, which git does not keep)')  # fmt: skip
     p.add_argument("--vae-steps", type=int, default=None, help="the step the VAE was exported at (--export-from)")
     p.add_argument("--audio-cfg", type=float, default=DEMO_GENERATION["audio_cfg"],
                    help="audio guidance the demo generates with")
@@ -289,7 +294,8 @@ def main() -> int:
             continue
         if shards is None or args.targets is None:
             p.error(f"--{flag} needs --{flag}-shards and --targets (the demo_targets.py JSON measured on the result)")
-        card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command)
+        extra = {"wall": (args.wall or {}).get("decoder")} if flag == "decoder" else {}
+        card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command, **extra)
         write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
         print(f"packaged {what} {getattr(args, flag)} into {ASSETS}")
         return 0

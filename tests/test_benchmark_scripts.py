@@ -536,6 +536,11 @@ def test_package_demo_packages_a_decoder_fine_tune_and_refuses_a_changed_encoder
     assert record["heldout_scores"] == [{"step": 25.0, "psnr": 21.0, "mouth_r": 0.99, "mouth_ratio": 1.0}]
     assert (curves / "vae-decoder.csv").read_text().splitlines() == ["step,loss", "9,0.3", "19,0.2"]
     assert card["heldout_scores"]["commit"] == "abc"
+    # a run kept in the repository has no file times of its own (git keeps none): its measured wall time is given
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--decoder", str(good), "--decoder-shards", str(shards),
+                                      "--targets", str(targets), "--wall", '{"decoder": 1097}'])  # fmt: skip
+    assert module.main() == 0
+    assert json.loads((assets / "card.json").read_text())["vae"]["decoder_finetune"]["wall_time_s"] == 1097.0
 
 
 def test_vae_floor_splits_the_identity_error_by_component(tmp_path):
