@@ -187,26 +187,17 @@ def run_quickstart(argv: list[str]) -> int:
         return 2
 
 
-def _card_int(card: dict[str, Any], key: str, path: Path) -> int:
-    from fantasytalking.errors import WeightsError
-
-    value = card.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WeightsError(f"{path} has no positive integer '{key}' (got {value!r}); the quickstart makes its data at "
-                           "the demo's clip length and size; re-package the demo (docs/demo.md).")  # fmt: skip
-    return value
-
-
 def _quickstart(known: argparse.Namespace, root: Path) -> int:
     """:func:`run_quickstart` after its arguments are checked: every input error is a ``FantasyTalkingError``."""
     from fantasytalking.data.synthtalk import SynthConfig, make_clip, write_synthtalk
-    from fantasytalking.demo import check_demo_folder
+    from fantasytalking.demo import card_int, check_demo_folder
 
     # the demo folder checked as `fantasytalking demo` checks it, before any data is made (a missing vae/ or a
     # card of another model would otherwise fail inside the stage-one process, with a traceback)
     demo = check_demo_folder(known.demo_dir)
     model, vae_dir = demo.model, demo.vae
-    frames, size = _card_int(demo.card, "clip_frames", demo.card_path), _card_int(demo.card, "size", demo.card_path)
+    why = "the quickstart makes its data at the demo's clip length and size"
+    frames, size = (card_int(demo.card, key, demo.card_path, why, minimum=1) for key in ("clip_frames", "size"))
     model_flags = export_model_flags(model)
     print(f"1/4 SynthTalk: {known.clips} clips of {frames} frames at {size} px -> {root / 'shards'}", flush=True)
     print(write_synthtalk(SynthConfig(out_dir=root / "shards", clips=known.clips, size=size, num_frames=frames,

@@ -32,7 +32,7 @@ import numpy as np
 
 from fantasytalking.errors import InputError, WeightsError
 
-__all__ = ["DEMO_DIR", "DemoFolder", "check_demo_folder", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction",
+__all__ = ["DEMO_DIR", "DemoFolder", "card_int", "check_demo_folder", "demo_card", "demo_inputs", "domain_note", "flat_colour_fraction",
            "load_demo", "make_demo_inputs"]
 
 #: Where the embedded default lives (inside the installed package).
@@ -80,12 +80,15 @@ def demo_card(directory: str | Path | None = None) -> dict[str, Any]:
     return card
 
 
-def _card_seed(card: dict[str, Any], path: Path) -> int:
-    seed = card.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise WeightsError(f"{path} has no integer 'seed' (got {seed!r}); the demo model cannot be rebuilt without "
-                           "its training seed; reinstall fantasytalking or re-package the demo (docs/demo.md).")  # fmt: skip
-    return seed
+def card_int(card: dict[str, Any], key: str, path: Path, why: str, *, minimum: int | None = None) -> int:
+    """The integer ``card[key]`` (at least ``minimum``), or a :class:`WeightsError` naming ``path``, the key, what
+    was found and ``why`` the card needs it."""
+    value = card.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        kind = "integer" if minimum is None else f"integer >= {minimum}"
+        raise WeightsError(f"{path} has no {kind} {key!r} (got {value!r}); {why}; reinstall fantasytalking or "
+                           "re-package the demo (docs/demo.md).")  # fmt: skip
+    return value
 
 
 def _card_generation(card: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -141,7 +144,8 @@ def check_demo_folder(directory: str | Path | None = None) -> DemoFolder:
     root = _folder(directory)
     model = _need(root / "model.safetensors", "the trained transformer and conditioners")
     card = demo_card(root)
-    seed, generation = _card_seed(card, root / "card.json"), _card_generation(card, root / "card.json")
+    seed = card_int(card, "seed", root / "card.json", "the demo model cannot be rebuilt without its training seed")
+    generation = _card_generation(card, root / "card.json")
     vae = _need(root / "vae" / "config.json", "the demo VAE").parent
     # The frozen text / image encoders are not in the export: they are rebuilt from the card's seed, which must be
     # the one the model was trained with, or the model would run on encoders it never saw (no error, bad videos).
