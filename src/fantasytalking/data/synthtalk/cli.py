@@ -35,7 +35,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--split", choices=SPLITS, default=d.split,
                    help="train, or heldout (sentences, voices and identities training never sees)")  # fmt: skip
     p.add_argument("--languages", nargs="+", choices=LANGUAGES, default=list(d.languages), help="spoken languages")
-    p.add_argument("--identities", type=int, default=None, help="identity pool size (default: clips / 4)")
+    p.add_argument("--identities", type=int, default=None, help="identity pool size; each clip draws from it with replacement, so a pool as large as "
+                   "the clip count gives about 63%% of it as distinct identities (default: clips / 4)")  # fmt: skip
     p.add_argument("--motion", type=float, default=None,
                    help="fixed requested motion intensity in [0, 1] (default: uniform per clip)")  # fmt: skip
     p.add_argument("--pause-share", type=float, default=0.0,

@@ -90,7 +90,7 @@ class SynthConfig:
     seed: int = 0
     split: str = "train"
     languages: tuple[str, ...] = LANGUAGES
-    identities: int | None = None  # pool size; default: one identity per 4 clips (at least 1)
+    identities: int | None = None  # pool size (clips draw from it with replacement); default clips // 4, at least 1
     motion: float | None = None  # fixed requested intensity; default: uniform in [0, 1] per clip
     # share of clips whose window ends with the utterance's final pause (at least PAUSE_TAIL_SECONDS of silence),
     # so the mouth closes within the clip; 0 (default): every window placed uniformly in the utterance
