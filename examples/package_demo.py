@@ -47,7 +47,8 @@ CURVES = ROOT / "benchmarks" / "results" / "demo-training"
 
 
 #: What the card records of a SynthTalk data set (its synthtalk.json) and of the packaged model's training config.
-DATA_KEYS = ("clips", "size", "fps", "num_frames", "seed", "split", "languages", "identities", "pause_share")
+DATA_KEYS = ("clips", "size", "fps", "num_frames", "seed", "split", "languages", "identities", "distinct_identities",
+             "pause_share")
 TRAINING_CONFIG_KEYS = ("face", "motion", "objective", "optim", "trainable", "trainer")
 
 

@@ -253,3 +253,27 @@ def test_a_failed_run_leaves_no_partial_dataset(
                 "--face-encoder", "identity", "--quiet"]  # fmt: skip
         assert synth_main(argv) == 130
         assert not (tmp_path / "made").exists()
+
+
+def test_distinct_identities_give_each_clip_its_own_face_and_keep_the_other_draws(tmp_path: Path) -> None:
+    """--distinct-identities: clip i takes pool identity i mod pool, so a pool as large as the clip count gives one
+    identity per clip (a draw with replacement repeats some); sentence, voice, motion and window are unchanged."""
+    drawn = SynthConfig(size=64, num_frames=17, seed=3, split="heldout", clips=8, identities=8)
+    distinct = SynthConfig(size=64, num_frames=17, seed=3, split="heldout", clips=8, identities=8,
+                           distinct_identities=True)  # fmt: skip
+    a = [make_clip(drawn, i).info for i in range(8)]
+    b = [make_clip(distinct, i).info for i in range(8)]
+    assert len({x["identity_id"] for x in b}) == 8 > len({x["identity_id"] for x in a})
+    assert [x["identity_id"] for x in b] == [identity_for("heldout", 3, k)[0] for k in range(8)]
+    for x, y in zip(a, b):
+        for key in ("sentence", "voice", "language", "rate", "motion_intensity"):
+            assert x[key] == y[key], key
+    # a pool smaller than the clips cycles through it
+    small = SynthConfig(size=64, num_frames=17, seed=3, clips=6, identities=3, distinct_identities=True)
+    assert [make_clip(small, i).info["identity_id"] for i in range(6)] == [
+        identity_for("train", 3, k % 3)[0] for k in range(6)
+    ]
+    # the CLI flag reaches the settings written beside the shards
+    assert synth_main(["--out", str(tmp_path / "d"), "--clips", "2", "--size", "64", "--frames", "17",
+                       "--identities", "2", "--distinct-identities", "--face-encoder", "identity", "--quiet"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "d" / "synthtalk.json").read_text())["distinct_identities"] is True

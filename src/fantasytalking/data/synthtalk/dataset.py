@@ -91,6 +91,10 @@ class SynthConfig:
     split: str = "train"
     languages: tuple[str, ...] = LANGUAGES
     identities: int | None = None  # pool size (clips draw from it with replacement); default clips // 4, at least 1
+    # clip i takes the pool's identity i mod pool instead of a draw with replacement: every identity of the pool
+    # appears once before any repeats (a pool as large as the clip count gives one identity per clip); the
+    # clip's other draws (sentence, voice, rate, motion, window) stay those of the default
+    distinct_identities: bool = False
     motion: float | None = None  # fixed requested intensity; default: uniform in [0, 1] per clip
     # share of clips whose window ends with the utterance's final pause (at least PAUSE_TAIL_SECONDS of silence),
     # so the mouth closes within the clip; 0 (default): every window placed uniformly in the utterance
@@ -208,7 +212,9 @@ def make_clip(
     voices = voices_for(cfg.split, language)
     voice = voices[int(pick.integers(len(voices)))]
     rate = int(pick.integers(cfg.rate_range[0], cfg.rate_range[1] + 1))
-    k = int(pick.integers(cfg.identity_pool))
+    k = int(pick.integers(cfg.identity_pool))  # drawn even when unused, so the draws after it do not move
+    if cfg.distinct_identities:
+        k = index % cfg.identity_pool
     intensity = float(pick.uniform(0, 1))
     lead = float(pick.uniform(0.1, 0.6))
     tail = float(pick.uniform(0.2, 0.6))
