@@ -35,6 +35,7 @@ import argparse
 import csv
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,12 @@ def wall_seconds(folder: Path) -> float:
     return round(max(times) - start, 1)
 
 
+def run_wall(wall: Mapping[str, float], name: str, folder: Path) -> float:
+    """The wall time of run ``name``: as given in ``--wall`` (a run kept in the repository has no file times of its
+    own: git keeps none), else read from ``folder``'s file times (:func:`wall_seconds`)."""
+    return float(wall[name]) if name in wall else wall_seconds(folder)
+
+
 def loss_summary(points: list[tuple[int, float]]) -> dict[str, Any]:
     """Steps and the mean loss of the first and last 10% of a run's logged points."""
     k = max(len(points) // 10, 1)
@@ -123,7 +130,8 @@ def write_curve(name: str, points: list[tuple[int, float]]) -> None:
         writer.writerows(points)
 
 
-def package_continued(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+def package_continued(run: Path, shards: Path, card: dict[str, Any], command: str,
+                      wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
     """Put the continuation ``run`` of stage two into the package; the card with its record under ``continued``."""
     export = run / "conditioning.safetensors"
     if not export.is_file():
@@ -139,10 +147,11 @@ def package_continued(run: Path, shards: Path, card: dict[str, Any], command: st
             "continued": [*previous, {
                 "command": command, "from": "the packaged stage two", "curve": f"benchmarks/results/demo-training/{name}.csv",
                 "data": data_record(shards),
-                "wall_time_s": wall_seconds(run), "losses": loss_summary(points)}]}  # fmt: skip
+                "wall_time_s": run_wall(wall, "continued", run), "losses": loss_summary(points)}]}  # fmt: skip
 
 
-def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) -> dict[str, Any]:
+def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str,
+                   wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
     """Put a rerun of BOTH stages on the packaged VAE (``run/stage1``, ``run/stage2``) into the package: its exports
     replace ``model.safetensors`` and ``stage1.safetensors``; the card's data, losses, wall times and training
     config become the run's (the VAE and its record stay), and the replaced model is summarised under ``previous``."""
@@ -166,7 +175,7 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) 
         "data": data,
         "clip_frames": int(data["num_frames"]), "size": int(data["size"]),
         "wall_time_s": {"vae": card.get("wall_time_s", {}).get("vae"),
-                        **{name: wall_seconds(run / name) for name in exports}},
+                        **{name: run_wall(wall, name, run / name) for name in exports}},
         "losses": {"vae": card.get("losses", {}).get("vae"), **{name: loss_summary(pts) for name, pts in points.items()}},
         "curves": {name: f"benchmarks/results/demo-training/{name}-{tag}.csv" for name in exports},
         "training_config": {k: config.get(k) for k in TRAINING_CONFIG_KEYS},
@@ -176,12 +185,10 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str) 
 
 
 def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str,
-                    wall: float | None = None) -> dict[str, Any]:  # fmt: skip
+                    wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
     """Put a decoder-only fine-tune ``run`` (an exported VAE folder with its ``train/``) in place of the packaged
     VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs.
-
-    ``wall``: the run's measured wall time in seconds; default: read from its files' modification times, which a
-    git checkout does not keep (a run kept in the repository needs ``--wall '{"decoder": SECONDS}'``)."""
+"""
     from diffusers import AutoencoderKLWan
 
     if not (run / "config.json").is_file():
@@ -216,7 +223,7 @@ def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str,
         "command": command, "from": "the packaged VAE (its encoder, quant_conv and latents_mean / latents_std kept "
         "bit for bit)", "curve": "benchmarks/results/demo-training/vae-decoder.csv",
         "data": {k: data.get(k) for k in ("clips", "size", "fps", "num_frames", "seed", "split")},
-        "wall_time_s": wall_seconds(run / "train") if wall is None else float(wall), "losses": loss_summary(points),
+        "wall_time_s": run_wall(wall, "decoder", run / "train"), "losses": loss_summary(points),
         "heldout_scores": [{k: float(v) for k, v in row.items()} for row in scores]}  # fmt: skip
     return {**card, "vae": vae}
 
@@ -259,8 +266,9 @@ def main() -> int:
     p.add_argument("--shards", type=Path, default=Path("shards/synthtalk"))
     p.add_argument("--targets", type=Path, default=None, help="demo_targets.py JSON of this run")
     p.add_argument("--wall", type=json.loads, default=None,
-                   help='measured wall times in seconds, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}; with '
-                   '--decoder: {"decoder": SECONDS} (default: from the run\'s file times, which git does not keep)')  # fmt: skip
+                   help='measured wall times in seconds by run, e.g. {"vae": 1500, "stage1": 1800, "stage2": 900}, '
+                   '{"decoder": 1097} or {"continued": 900}; a run not named is timed from its file times, which '
+                   'git does not keep')  # fmt: skip
     p.add_argument("--vae-steps", type=int, default=None, help="the step the VAE was exported at (--export-from)")
     p.add_argument("--audio-cfg", type=float, default=DEMO_GENERATION["audio_cfg"],
                    help="audio guidance the demo generates with")
@@ -295,8 +303,8 @@ def main() -> int:
             continue
         if shards is None or args.targets is None:
             p.error(f"--{flag} needs --{flag}-shards and --targets (the demo_targets.py JSON measured on the result)")
-        extra = {"wall": (args.wall or {}).get("decoder")} if flag == "decoder" else {}
-        card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command, **extra)
+        card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command,
+                       args.wall or {})  # fmt: skip
         write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
         print(f"packaged {what} {getattr(args, flag)} into {ASSETS}")
         return 0
@@ -328,7 +336,7 @@ def main() -> int:
             points = [(step, value) for step, value in points if step < args.vae_steps]
         write_curve(name, points)
         summary[name] = loss_summary(points)
-    wall = args.wall or {name: wall_seconds(folder) for name, folder in runs}
+    wall = {name: run_wall(args.wall or {}, name, folder) for name, folder in runs}
     data = data_record(args.shards)
     inputs = json.loads((ASSETS / "inputs.json").read_text()) if (ASSETS / "inputs.json").exists() else {}
     stage2 = packaged_training_config()

@@ -14,8 +14,8 @@ mkdir -p "$RUN"
 
 # 1. Data. For the VAE: 1,600 clips (400 identities, 3 languages, several voices), 96 px, 23 fps, 17 frames. For the
 #    stages: 1,600 clips of the same size drawn from a pool of 1,600 identities (1,008 distinct), a quarter of
-#    whose windows end over the utterance's final pause (--pause-share 0.25; without it the model did not learn to close an open mouth:
-#    docs/demo.md); --workers 2 writes the same shards as one worker. The held-out split (identities, sentences
+#    whose windows end over the utterance's final pause (--pause-share 0.25; without it the model did not learn
+#    to close an open mouth: docs/demo.md); --workers 2 writes the same shards as one worker. The held-out split (identities, sentences
 #    and voices training never sees): 32 clips of 81 frames (3.5 s).
 [ -d shards/synthtalk ] || fantasytalking synth --out shards/synthtalk --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 --quiet
 [ -d shards/synthtalk-j ] || fantasytalking synth --out shards/synthtalk-j --clips 1600 --size 96 --fps 23 --frames 17 --seed 0 \

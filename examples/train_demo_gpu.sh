@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo recipe on one GPU, in a fixed wall-clock budget (docs/demo.md, "Trained on a GPU"):
-#   1. SynthTalk clips of 81 frames (the held-out clips' length and the paper's), an identity pool as large as the clip count, a quarter of
-#      the windows ending over the utterance's final pause, written by every core (`synth --workers`);
+#   1. SynthTalk clips of 81 frames (the held-out clips' length and the paper's), an identity pool as large as the
+#      clip count, a quarter of the windows ending over the utterance's final pause, written by every core (`synth --workers`);
 #   2. stage one, then stage two from its EMA weights, on the packaged demo VAE, with the face path trained jointly
 #      from the first step (8 keys per face vector, features standardised on the shards: face.standardize), each
 #      stage's length chosen by TimeBudget from its measured step time so that it ends on time with its cosine

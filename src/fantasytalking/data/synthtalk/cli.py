@@ -35,8 +35,10 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--split", choices=SPLITS, default=d.split,
                    help="train, or heldout (sentences, voices and identities training never sees)")  # fmt: skip
     p.add_argument("--languages", nargs="+", choices=LANGUAGES, default=list(d.languages), help="spoken languages")
-    p.add_argument("--identities", type=int, default=None, help="identity pool size; each clip draws from it with replacement, so a pool as large as "
-                   "the clip count gives about 63%% of it as distinct identities (--distinct-identities: all of it; default: clips / 4)")  # fmt: skip
+    p.add_argument("--identities", type=int, default=None,
+                   help="identity pool size; each clip draws from it with replacement, so a pool as large as the "
+                        "clip count gives about 63%% of it as distinct identities (--distinct-identities: all of "
+                        "it; default: clips / 4)")  # fmt: skip
     p.add_argument("--distinct-identities", action="store_true",
                    help="clip i takes the pool's identity i mod pool: every identity appears once before any "
                         "repeats (with --identities equal to --clips: one identity per clip)")  # fmt: skip
@@ -60,7 +62,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     return SynthConfig(
         out_dir=args.out, clips=args.clips, size=args.size, fps=args.fps, num_frames=args.num_frames,
         seed=args.seed, split=args.split, languages=tuple(args.languages), identities=args.identities,
-        distinct_identities=bool(getattr(args, "distinct_identities", False)), motion=args.motion, pause_share=args.pause_share, face_size=args.face_size, face_encoder=args.face_encoder,
+        distinct_identities=bool(getattr(args, "distinct_identities", False)), motion=args.motion,
+        pause_share=args.pause_share, face_size=args.face_size, face_encoder=args.face_encoder,
         clips_per_shard=args.clips_per_shard, crf=args.crf, workers=getattr(args, "workers", 1),
     )  # fmt: skip
 
