@@ -411,7 +411,8 @@ def motion_embedding_spread(motion: Any, gain: float = 1.0) -> dict[str, Any]:
 
     def spread(g: float) -> dict[str, Any]:
         with torch.no_grad():
-            emb = {lv: motion(torch.tensor([[lv, lv]]), gain=g).time_embedding[0].float() for lv in MOTION_LEVELS}
+            emb = {lv: motion(motion.labels(torch.tensor([[lv, lv]])), gain=g).time_embedding[0].float()
+                   for lv in MOTION_LEVELS}  # the requested levels, through the model's request scale (if any)
         norms = {str(lv): float(e.norm()) for lv, e in emb.items()}  # of the (D,) embedding at each level
         mean_norm = float(np.mean(list(norms.values())))
         gap = float((emb[MOTION_LEVELS[0]] - emb[MOTION_LEVELS[-1]]).norm())

@@ -51,6 +51,7 @@ Export a checkpoint's weights for inference (``--ema``: its EMA average)::
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import warnings
@@ -121,13 +122,32 @@ def run_export(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="a .ckpt written by a stage")
     parser.add_argument("output", help="the .safetensors file to write")
     parser.add_argument("--ema", action="store_true", help="export the EMA average")
+    parser.add_argument("--motion-stats", default=None,
+                        help="the training shards' stats.json: fit the motion request scale to its quantiles (for a "
+                             "run on shards written before stats.json had them; docs/design.md)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from fantasytalking.errors import FantasyTalkingError
-    from fantasytalking.training import export_checkpoint
+    from fantasytalking.training import export_checkpoint, with_motion_request_scale
 
     try:
-        print(export_checkpoint(args.checkpoint, args.output, use_ema=args.ema))
+        if args.motion_stats is None:
+            print(export_checkpoint(args.checkpoint, args.output, use_ema=args.ema))
+            return 0
+        try:
+            stats = json.loads(Path(args.motion_stats).read_text())
+        except (OSError, ValueError) as err:
+            print(f"error: cannot read --motion-stats {args.motion_stats} ({err}); give the shards' stats.json",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        output = Path(args.output)
+        plain = export_checkpoint(args.checkpoint, output.with_name(output.name + ".plain.safetensors"),
+                                  use_ema=args.ema)  # fmt: skip
+        try:
+            with_motion_request_scale(plain, stats, output)
+        finally:
+            plain.unlink()
+        print(output)
     except FantasyTalkingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,6 +24,13 @@ takes the run's data, losses, wall times and training config, keeping the replac
     python examples/package_demo.py --stages runs/joint --stages-shards shards/synthtalk-j \
         --targets benchmarks/results/demo-targets-2026-12-04-3.json
 
+``--motion-stats`` gives the packaged model and stage-one exports the motion request scale fitted to the training
+shards' ``stats.json`` (a request is then a quantile of the training clips' motion; docs/design.md): it copies the
+files the record was measured on, after checking that they are the packaged ones with that scale and nothing else::
+
+    python examples/package_demo.py --motion-stats shards/synthtalk-j/stats.json \
+        --targets benchmarks/results/demo-targets-2026-12-06-15.json
+
 ``--continued`` packages a run that continued the packaged stage two (``examples/train_demo.sh`` step 3c): its
 export becomes ``model.safetensors``, its loss curve ``stage2-continued-<n>.csv`` beside the others, and the card records its data,
 steps, wall time and losses under ``continued`` (the stage-one export, the VAE and the rest of the card stay).
@@ -228,6 +235,56 @@ def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str,
     return {**card, "vae": vae}
 
 
+def package_motion_scale(stats_path: Path, targets_path: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Replace the packaged model and stage-one exports by the files the record ``targets_path`` was measured on
+    (its ``model`` and ``stage1`` paths), after checking that each is the packaged export with the motion request
+    scale fitted to ``stats_path`` (the training shards' ``stats.json``, with ``quantiles``) and nothing else
+    changed, and that the model file is the one measured (``model_sha256``). The files are copied byte for byte
+    (safetensors writes its metadata in no fixed order, so a refit would not reproduce the measured file's hash).
+    The card records the fit under ``motion_request_scale``. On any mismatch nothing is replaced."""
+    import hashlib
+    import tempfile
+
+    import torch
+
+    from fantasytalking.errors import FantasyTalkingError
+    from fantasytalking.training.export import read_export, with_motion_request_scale
+
+    stats = json.loads(stats_path.read_text())
+    targets = json.loads(targets_path.read_text())
+    measured = {name: Path(targets[name]) for name in ("model", "stage1") if targets.get(name)}
+    if "model" not in measured or not measured["model"].is_file():
+        raise SystemExit(f"error: {targets_path} names no model file that exists ({targets.get('model')})")
+    if hashlib.sha256(measured["model"].read_bytes()).hexdigest() != targets.get("model_sha256"):
+        raise SystemExit(f"error: {measured['model']} changed since {targets_path} was measured (model_sha256)")
+    table = None
+    with tempfile.TemporaryDirectory(dir=ASSETS) as tmp:
+        for name, path in measured.items():
+            packaged = ASSETS / f"{name}.safetensors"
+            if not packaged.is_file() or not path.is_file():
+                raise SystemExit(f"error: {packaged} or the measured {path} does not exist")
+            try:
+                table = with_motion_request_scale(packaged, stats, Path(tmp) / f"{name}.safetensors")
+                want, have = read_export(Path(tmp) / f"{name}.safetensors"), read_export(path)
+            except FantasyTalkingError as err:
+                raise SystemExit(f"error: {name}: {err}") from None
+            same = want[1] == have[1] and want[0].keys() == have[0].keys() and all(
+                torch.equal(want[0][k], have[0][k]) for k in want[0])  # fmt: skip
+            if not same:
+                raise SystemExit(f"error: the measured {path} is not the packaged {packaged.name} with the request "
+                                 f"scale of {stats_path}; measure the record on with_motion_request_scale's output")
+    for name, path in measured.items():
+        tmp_copy = ASSETS / f"{name}.safetensors.tmp"
+        shutil.copyfile(path, tmp_copy)
+        tmp_copy.replace(ASSETS / f"{name}.safetensors")
+    card = dict(card)
+    card["motion_request_scale"] = {
+        "stats": str(stats_path), "levels": len(table), "median_request_labels": table[(len(table) - 1) // 2],
+        "what": "a request in [0, 1] is a quantile of the training clips' motion (0.5: the median clip), read "
+        "through this table into the linear p1-p99 labels the model was trained on (docs/design.md)"}  # fmt: skip
+    return card
+
+
 def heldout_scores(path: Path, targets: dict[str, Any]) -> dict[str, Any]:
     """The card's summary of a ``benchmarks/demo_targets.py`` record ``targets`` read from ``path`` (the rows
     without their per-clip values)."""
@@ -294,6 +351,9 @@ def main() -> int:
     p.add_argument("--stages-shards", type=Path, default=None, help="the shards the --stages run trained on")
     p.add_argument("--stages-command", default="examples/train_demo.sh, step 3 (docs/demo.md)",
                    help="how the --stages run was made (recorded in the card)")
+    p.add_argument("--motion-stats", type=Path, default=None,
+                   help="the training shards' stats.json (with quantiles): fit the packaged models' motion request "
+                   "scale to it (docs/design.md); with --targets measured on the scaled model")  # fmt: skip
     args = p.parse_args()
     packagers = {"decoder": (package_decoder, args.decoder_shards, args.decoder_command, "the decoder fine-tune"),
                  "continued": (package_continued, args.continued_shards, args.continued_command, "the continued run"),
@@ -307,6 +367,13 @@ def main() -> int:
                        args.wall or {})  # fmt: skip
         write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
         print(f"packaged {what} {getattr(args, flag)} into {ASSETS}")
+        return 0
+    if args.motion_stats is not None:
+        if args.targets is None:
+            p.error("--motion-stats needs --targets (the demo_targets.py JSON measured on the scaled model)")
+        card = package_motion_scale(args.motion_stats, args.targets, json.loads((ASSETS / "card.json").read_text()))
+        write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
+        print(f"fitted the motion request scale of {ASSETS} to {args.motion_stats}")
         return 0
     if args.update_card:
         if args.targets is None:

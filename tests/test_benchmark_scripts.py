@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -423,6 +424,45 @@ def _packaging_sandbox(tmp_path, monkeypatch, card: dict, data: dict, targets_na
     targets.write_text(json.dumps({"date": "2026-12-04", "commit": "abc", "checks": {}, "generation": {},
                                    "rows": []}))  # fmt: skip
     return module, demo, assets, curves, shards, targets
+
+
+def test_package_demo_ships_the_measured_files_with_the_motion_request_scale(tmp_path, monkeypatch):
+    """examples/package_demo.py --motion-stats: the packaged model becomes, byte for byte, the file the record was
+    measured on, once it is checked to be the packaged one with the scale fitted to stats.json; a record of another
+    file is refused and nothing changes."""
+    import hashlib
+
+    from fantasytalking.training.export import read_export_config, with_motion_request_scale
+
+    module, demo, assets, _, _, targets = _packaging_sandbox(tmp_path, monkeypatch, {"seed": 0}, {},
+                                                             "demo-targets-2026-12-06-15.json")  # fmt: skip
+    shutil.copyfile(demo / "model.safetensors", assets / "model.safetensors")
+    raw = {n: {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 0.01, 0.04, 0.25, 1.0]} for n in ("face", "body")}
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps(raw))
+    other = {n: {**v, "quantiles": [0.0, 0.1, 0.2, 0.3, 1.0]} for n, v in raw.items()}
+    measured, wrong = tmp_path / "measured.safetensors", tmp_path / "wrong.safetensors"
+    table = with_motion_request_scale(demo / "model.safetensors", raw, measured)
+    with_motion_request_scale(demo / "model.safetensors", other, wrong)
+    record = json.loads(targets.read_text())
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--motion-stats", str(stats), "--targets", str(targets)])
+    before = (assets / "model.safetensors").read_bytes()
+    for path, match in ((wrong, "is not the packaged model.safetensors with the request scale"),
+                        (measured, "changed since")):  # fmt: skip
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path == wrong else "0" * 64
+        targets.write_text(json.dumps({**record, "model": str(path), "model_sha256": digest}))
+        with pytest.raises(SystemExit, match=match):
+            module.main()
+        assert (assets / "model.safetensors").read_bytes() == before
+        assert sorted(p.name for p in assets.iterdir()) == ["card.json", "model.safetensors"]  # no temporary left
+    digest = hashlib.sha256(measured.read_bytes()).hexdigest()
+    targets.write_text(json.dumps({**record, "model": str(measured), "model_sha256": digest}))
+    assert module.main() == 0
+    assert (assets / "model.safetensors").read_bytes() == measured.read_bytes()
+    assert read_export_config(assets / "model.safetensors")["conditioners"]["motion"]["request_scale"] == table
+    card = json.loads((assets / "card.json").read_text())
+    assert card["motion_request_scale"]["median_request_labels"] == pytest.approx([0.04, 0.04])
+    assert card["motion_request_scale"]["levels"] == 5 and card["heldout_scores"]["commit"] == "abc"
 
 
 def test_package_demo_packages_a_continued_stage_two(tmp_path, monkeypatch):

@@ -78,6 +78,25 @@ def test_shipped_model_is_complete_and_small():
 
 
 @needs_shipped
+def test_shipped_model_reads_motion_requests_as_training_quantiles_and_is_the_measured_file():
+    """The card's record was measured on exactly the packaged model file, whose motion request scale maps the
+    default request (0.5) to the median training clip's labels, well below label 0.5 (docs/design.md)."""
+    import hashlib
+
+    card = demo_card()
+    record = json.loads((Path(__file__).resolve().parents[1] / card["heldout_scores"]["record"]).read_text())
+    assert record["model_sha256"] == hashlib.sha256((DEMO_DIR / "model.safetensors").read_bytes()).hexdigest()
+    motion = load_demo().conditioning["motion"]
+    assert motion.request_scale is not None and motion.request_scale.shape[1] == 2
+    median = motion.labels(torch.tensor([[0.5, 0.5]]))[0]
+    torch.testing.assert_close(median.double(), torch.tensor(card["motion_request_scale"]["median_request_labels"],
+                                                             dtype=torch.float64), atol=1e-6, rtol=0)  # fmt: skip
+    assert bool((median < 0.25).all())  # the median clip's label: variances crowd near 0
+    levels = motion.labels(torch.tensor([[0.1, 0.1], [0.5, 0.5], [1.0, 1.0]]))[:, 0]
+    assert bool((levels[1:] > levels[:-1]).all()) and float(levels[-1]) == 1.0
+
+
+@needs_shipped
 def test_shipped_model_is_trained_it_keeps_the_face_opens_with_speech_and_shuts_in_silence(demo_dir):
     """The packaged model is a trained one, measured from the PIXELS of its videos on the bundled held-out portrait:
     it keeps the identity (error well under a random model's), the bundled speech opens the mouth, and silence keeps

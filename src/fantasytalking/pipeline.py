@@ -337,8 +337,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             gain = float(settings.motion_gain)
             if not (math.isfinite(gain) and gain >= 0):
                 raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
-            settings.face_motion, settings.body_motion = values
-            inputs["motion"] = {"intensities": torch.tensor([values]), "gain": gain}
+            settings.face_motion, settings.body_motion = values  # the requests, as recorded
+            inputs["motion"] = {"intensities": motion.labels(torch.tensor([values])), "gain": gain}  # (1, 2) labels
         elif any(v is not None for v in wanted) or settings.motion_gain != 1.0:
             raise InputError(
                 "these weights have no motion conditioner (the public release has only audio); "
@@ -389,7 +389,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             shift: flow-matching shift of the schedule.
             seed: the initial noise is drawn in fp32 on the CPU from this seed.
             face_motion, body_motion: requested motion intensities in ``[0, 1]`` (default 0.5 each);
-                only for weights with a motion conditioner.
+                only for weights with a motion conditioner. With the model's request scale a request is a
+                quantile of its training clips' motion (0.5: the median clip); without one, the label itself
+                (docs/design.md).
             motion_gain: strength of the requested motion, ``e(d) + gain * (e(m) - e(d))`` on the motion
                 embedding, ``d`` the default intensities (our addition; 1: as trained; ``d`` itself is unchanged).
             batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more

@@ -102,7 +102,9 @@ def test_stats_and_normalisation():
     assert normalise_intensity(2.0, stats) == pytest.approx(0.5)
     assert normalise_intensity(-1.0, stats) == 0.0 and normalise_intensity(9.0, stats) == 1.0
     assert normalise_intensity(1.0, {"p1": 1.0, "p99": 1.0}) == 0.5  # one-clip dataset
-    assert intensity_stats([])["count"] == 0
+    assert stats["quantiles"] == pytest.approx(list(np.quantile([0.0, 1.0, 2.0, 3.0, 4.0], np.linspace(0, 1, 21))))
+    assert stats["quantiles"][0] == 0.0 and stats["quantiles"][-1] == 4.0 and stats["quantiles"][10] == 2.0
+    assert intensity_stats([])["count"] == 0 and intensity_stats([])["quantiles"] is None
     with pytest.raises(InputError):
         normalise_intensity(1.0, {"p1": None, "p99": None})
     with pytest.raises(InputError):

@@ -216,6 +216,56 @@ def test_exported_checkpoint_loads_into_the_inference_pipeline(tmp_path, mode):
             read_export_config(tmp_path / "other.safetensors")
 
 
+@torch.no_grad()
+def test_motion_request_scale_travels_in_the_export_and_reaches_the_pipeline(tmp_path):
+    """A model trained before the quantile tables gets one fitted to its stats.json; the pipeline then reads each
+    request through it (request 0.5 = the median training clip), tensors unchanged, mismatched stats refused."""
+    from fantasytalking.errors import InputError
+    from fantasytalking.training.export import with_motion_request_scale
+
+    module = tiny_module(StageTwoLipRefiner, face=False, motion=True)
+    _randomise(module)  # statistics: face 0.1 -> 0.9, body 0.2 -> 0.8
+    plain = export_conditioning(module, tmp_path / "plain.safetensors")
+    assert "request_scale" not in read_export_config(plain)["conditioners"]["motion"]
+    stats = {"face": {"p1": 0.1, "p99": 0.9, "quantiles": [0.1, 0.2, 0.3, 0.5, 0.9]},
+             "body": {"p1": 0.2, "p99": 0.8, "quantiles": [0.2, 0.26, 0.32, 0.5, 0.8]}}  # fmt: skip
+    scaled = tmp_path / "scaled.safetensors"
+    table = with_motion_request_scale(plain, stats, scaled)
+    np.testing.assert_allclose(np.array(table)[:, 0], [0.0, 0.125, 0.25, 0.5, 1.0], atol=1e-6)
+    tensors, config = read_export(scaled)
+    assert config["conditioners"]["motion"]["request_scale"] == table
+    assert config["training"] == read_export_config(plain)["training"]
+    for key, value in read_export(plain)[0].items():
+        assert torch.equal(tensors[key], value)
+
+    pipe = tiny_pipeline()
+    load_into_pipeline(pipe, scaled)
+    motion = pipe.conditioning["motion"]
+    torch.testing.assert_close(motion.labels(torch.tensor([[0.5, 0.5]])), torch.tensor([[0.25, 0.2]]))
+    image = Image.fromarray(astronaut()[0:320, 96:416])
+    audio = (0.1 * np.sin(np.linspace(0, 300, 6400))).astype(np.float32)
+    common = {"num_inference_steps": 2, "max_edge": 64, "progress": False}
+    asked = pipe(image, audio, face_motion=0.5, body_motion=0.5, **common)
+    assert (asked.settings.face_motion, asked.settings.body_motion) == (0.5, 0.5)  # the requests are recorded
+    assert np.array_equal(pipe(image, audio, **common).frames, asked.frames)  # default 0.5 = the same request
+    face_label, body_label = motion.labels(torch.tensor([[0.5, 0.5]]))[0].tolist()
+    load_into_pipeline(pipe, plain)  # the same pipeline, a file without a scale: requests are labels again
+    assert pipe.conditioning["motion"].request_scale is None
+    as_labels = pipe(image, audio, face_motion=face_label, body_motion=body_label, **common)
+    assert np.array_equal(as_labels.frames, asked.frames)  # the scaled request 0.5 is exactly these labels
+    assert not np.array_equal(pipe(image, audio, **common).frames, asked.frames)  # label 0.5 is another motion
+
+    with pytest.raises(InputError, match="not those of these stats"):
+        with_motion_request_scale(plain, {n: {**v, "p99": 2.0} for n, v in stats.items()}, tmp_path / "x.safetensors")
+    with pytest.raises(InputError, match="no face/body quantiles"):
+        with_motion_request_scale(plain, {n: {"p1": 0.1, "p99": 0.9} for n in ("face", "body")},
+                                  tmp_path / "x.safetensors")  # fmt: skip
+    assert not (tmp_path / "x.safetensors").exists()
+    module.conditioning["motion"].set_statistics_from(stats)  # training on shards with quantile tables
+    trained = export_conditioning(module, tmp_path / "trained.safetensors")
+    assert read_export_config(trained)["conditioners"]["motion"]["request_scale"] == table
+
+
 def _metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -108,6 +108,49 @@ def test_motion_gain_extrapolates_from_the_default_embedding():
             motion(m, gain=bad)
 
 
+def test_motion_request_scale_maps_requests_to_the_training_clips_quantiles():
+    """Requests are quantiles of the training clips' motion: 0.5 is the median clip's label, not label 0.5."""
+    torch.manual_seed(0)
+    motion = MotionConditioner(embed_dim=24, hidden_dim=16)
+    torch.nn.init.normal_(motion.out[1].weight)
+    requests = torch.tensor([[0.1, 0.9], [0.5, 0.5], [1.0, 0.0]])
+    assert motion.request_scale is None and torch.equal(motion.labels(requests), requests)  # no table: as is
+    assert "request_scale" not in motion.config()
+    # heavy-tailed raw intensities (variances): 0, 1, 4, 9, 16 for the face; 0, 2, 4, 6, 8 for the body
+    stats = {"face": {"p1": 0.0, "p99": 16.0, "quantiles": [0.0, 1.0, 4.0, 9.0, 16.0]},
+             "body": {"p1": 0.0, "p99": 8.0, "quantiles": [0.0, 2.0, 4.0, 6.0, 8.0]}}  # fmt: skip
+    motion.set_statistics_from(stats)
+    torch.testing.assert_close(motion.request_scale, torch.tensor(
+        [[0.0, 0.0], [1 / 16, 0.25], [0.25, 0.5], [9 / 16, 0.75], [1.0, 1.0]], dtype=torch.float64))
+    # piecewise linear between the table's requests k / 4; the median request gets the median clip's label
+    torch.testing.assert_close(motion.labels(requests), torch.tensor(
+        [[0.4 * 1 / 16, 0.9], [0.25, 0.5], [1.0, 0.0]]))  # fmt: skip
+    torch.testing.assert_close(motion.default_labels(), torch.tensor([[0.25, 0.5]]))
+    # the default and the gain's centre are the default REQUEST's labels
+    centre = motion(torch.tensor([[0.25, 0.5]])).time_embedding
+    torch.testing.assert_close(motion(None).time_embedding, centre)
+    torch.testing.assert_close(motion(None, gain=4.0).time_embedding, centre)
+    # a config entry: rebuilt from config() with the same weights, the same labels
+    rebuilt = MotionConditioner(**motion.config())
+    rebuilt.load_state_dict(motion.state_dict(), strict=True)
+    torch.testing.assert_close(rebuilt.labels(requests), motion.labels(requests))
+    # a stats.json without quantiles (written before them) leaves the scale as it is
+    motion.set_statistics_from({"face": {"p1": 0.0, "p99": 16.0}, "body": {"p1": 0.0, "p99": 8.0}})
+    assert motion.request_scale is not None
+    motion.set_request_scale(None)
+    assert torch.equal(motion.labels(requests), requests)
+    for bad, match in (([[0.0, 0.0], [0.5, 0.6], [0.4, 1.0]], "non-decreasing"), ([[0.0, 0.0]], r"K \+ 1 >= 2"),
+                       ([[0.0, 0.0], [1.5, 1.0]], r"in \[0, 1\]"), ([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], r"got \(2, 3\)"),
+                       ("abc", "table of numbers")):  # fmt: skip
+        with pytest.raises(InputError, match=match):
+            motion.set_request_scale(bad)
+    with pytest.raises(InputError, match="different lengths"):
+        motion.set_statistics_from({"face": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 0.5, 1.0]},
+                                    "body": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 1.0]}})  # fmt: skip
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        motion.labels(torch.tensor([[1.2, 0.0]]))
+
+
 def test_motion_dropout_zero_by_default():
     motion = MotionConditioner(embed_dim=8)
     cond = motion(torch.rand(4, 2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -111,11 +112,24 @@ def test_both_stages_on_shards_write_checkpoints(shards, tmp_path):
     pipe = tiny_pipeline()
     load_into_pipeline(pipe, tmp_path / "stage2" / "conditioning.safetensors")
     assert pipe.conditioning.names == ["audio", "face", "motion"]
+    # stats.json's quantile tables gave the motion conditioner its request scale (request 0.5 = the median clip)
+    scale = config["conditioners"]["motion"]["request_scale"]
+    assert len(scale) == len(stats["face"]["quantiles"]) and scale[0] == [0.0, 0.0] and scale[-1] == [1.0, 1.0]
+    assert all(a <= b for row, nxt in itertools.pairwise(scale) for a, b in zip(row, nxt, strict=True))
+    assert pipe.conditioning["motion"].request_scale.tolist() == scale
 
-    # ... and so does the export command's output.
+    # ... and so does the export command's output, with the scale refitted from a stats.json on request.
     out = tmp_path / "plain.safetensors"
     code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(out)])
     assert code == 0 and out.is_file()
+    scaled = tmp_path / "scaled.safetensors"
+    code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(scaled),
+                                    "--motion-stats", str(shards / "stats.json")])  # fmt: skip
+    assert code == 0 and read_export(scaled)[1]["conditioners"]["motion"]["request_scale"] == scale
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["plain.safetensors", "scaled.safetensors"]
+    code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(tmp_path / "x.safetensors"),
+                                    "--motion-stats", str(tmp_path / "missing.json")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "x.safetensors").exists()
 
 
 def test_export_model_flags_rebuild_the_exported_conditioners(monkeypatch):

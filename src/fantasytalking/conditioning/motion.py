@@ -20,6 +20,16 @@ Guidance and dropout (our choice; the paper does not guide on motion):
 
 The normalisation statistics (``raw_low``, ``raw_high``: raw intensities that map to 0 and 1) are
 buffers, so they are saved with the model's weights and :meth:`normalise` works at inference.
+
+Request scale (ours; docs/design.md, "motion request scale"): the network is trained on LABELS, raw intensities
+mapped linearly by p1 -> 0, p99 -> 1. Raw intensities are variances, heavy-tailed, so those labels crowd near 0
+(on SynthTalk's training shards the median clip has label 0.11 and label 0.5 is its 95th percentile). A user's
+REQUEST in ``[0, 1]`` is a quantile of the training clips' motion instead: 0.1 moves like the 10th-percentile
+clip, 0.5 (the paper's "natural" default) like the median clip, 1.0 like the most intense. ``request_scale`` is
+that map as a table, the labels at the requests ``k / K`` (fitted by :meth:`fit_request_scale`, or from a
+``stats.json`` with ``quantiles``); :meth:`labels` interpolates it. Without a table a request is its label
+(models trained before the table existed keep their behaviour). It is a config entry, not a weight: the same
+trained network, read with another scale.
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ class MotionConditioner(Conditioner):
         num_frequencies: Fourier features per intensity (``sin``/``cos`` of ``2^k * pi * x``).
         default: intensities used when none are given (0.5, 0.5).
         raw_low, raw_high: dataset statistics, raw intensities mapped to 0 and 1 by :meth:`normalise`.
+        request_scale: ``(K + 1, 2)`` labels (face, body) at the requests ``k / K``, non-decreasing, in ``[0, 1]``
+            (see the module docstring); None: a request is its label.
         guided: whether guidance switches the motion off (see the module docstring).
         dropout_p: training probability of the zero ("unknown motion") embedding.
     """
@@ -76,6 +88,7 @@ class MotionConditioner(Conditioner):
         default: Sequence[float] = (0.5, 0.5),
         raw_low: Sequence[float] = (0.0, 0.0),
         raw_high: Sequence[float] = (1.0, 1.0),
+        request_scale: Sequence[Sequence[float]] | None = None,
         guided: bool = False,
         dropout_p: float = 0.0,
     ) -> None:
@@ -95,14 +108,66 @@ class MotionConditioner(Conditioner):
         nn.init.zeros_(self.out[1].bias)
         self._config = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "num_frequencies": num_frequencies,
                         "default": list(self.default), "guided": guided, "dropout_p": dropout_p}  # fmt: skip
+        self.request_scale: torch.Tensor | None = None  # (K + 1, 2) float64, or None
+        if request_scale is not None:
+            self.set_request_scale(request_scale)
 
     @property
     def embed_dim(self) -> int:
         return self.out[1].out_features
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (statistics excluded: they are buffers, saved with the weights)."""
-        return dict(self._config)
+        """Constructor arguments (statistics excluded: they are buffers, saved with the weights; the request
+        scale included when there is one)."""
+        config = dict(self._config)
+        if self.request_scale is not None:
+            config["request_scale"] = self.request_scale.tolist()
+        return config
+
+    # ------------------------------------------------------------------ request scale
+
+    def set_request_scale(self, table: Sequence[Sequence[float]] | torch.Tensor | None) -> None:
+        """Set the request scale: ``(K + 1, 2)`` labels at the requests ``k / K`` (None: requests are labels)."""
+        if table is None:
+            self.request_scale = None
+            return
+        try:
+            t = torch.as_tensor(table, dtype=torch.float64)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"the motion request scale must be a (K + 1, 2) table of numbers ({err}).") from None
+        if t.ndim != 2 or t.shape[1] != 2 or t.shape[0] < 2:
+            raise InputError(f"the motion request scale must be (K + 1 >= 2, 2) labels (face, body), got "
+                             f"{tuple(t.shape)}.")  # fmt: skip
+        if not bool(torch.isfinite(t).all()) or not bool(((t >= 0) & (t <= 1)).all()):
+            raise InputError("the motion request scale's labels must be finite and in [0, 1].")
+        if bool((t[1:] < t[:-1]).any()):
+            raise InputError("the motion request scale must be non-decreasing (a larger request, at least as much "
+                             "motion); refit it from the dataset's stats.json.")  # fmt: skip
+        self.request_scale = t
+
+    def fit_request_scale(self, quantiles: Sequence[Sequence[float]] | torch.Tensor) -> None:
+        """Set the request scale from the training data's raw intensity quantiles ``(K + 1, 2)`` at the levels
+        ``k / K`` (``stats.json``'s ``quantiles``), normalised with the current statistics."""
+        raw = torch.as_tensor(quantiles, dtype=torch.float64)
+        if raw.ndim != 2 or raw.shape[1] != 2 or raw.shape[0] < 2 or not bool(torch.isfinite(raw).all()):
+            raise InputError(f"raw motion quantiles must be finite (K + 1 >= 2, 2) values, got {tuple(raw.shape)}.")
+        labels = self.normalise(raw).double()  # (K + 1, 2)
+        self.set_request_scale(torch.cummax(labels, dim=0).values)  # quantiles are sorted; cummax guards rounding
+
+    def labels(self, requests: torch.Tensor) -> torch.Tensor:
+        """Requests ``(B, 2)`` in ``[0, 1]`` -> the network's labels ``(B, 2)`` (piecewise linear in the request
+        scale; the requests themselves without one)."""
+        self._check_range(requests)
+        if self.request_scale is None:
+            return requests
+        table = self.request_scale.to(requests.device)  # (K + 1, 2)
+        steps = table.shape[0] - 1
+        x = requests.double() * steps  # (B, 2) in [0, K]
+        lower = x.floor().clamp(max=steps - 1).long()  # (B, 2)
+        frac = x - lower
+        cols = torch.arange(2, device=requests.device).expand_as(lower)
+        low, high = table[lower, cols], table[lower + 1, cols]  # (B, 2)
+        return (low + frac * (high - low)).to(requests.dtype)
 
     # ------------------------------------------------------------------ statistics
 
@@ -116,12 +181,20 @@ class MotionConditioner(Conditioner):
         self.raw_high.copy_(high)
 
     def set_statistics_from(self, stats: Mapping[str, Any], low: str = "p1", high: str = "p99") -> None:
-        """Set the statistics from a dataset's ``stats.json`` (``{"face": {"p1", "p99", ...}, "body": {...}}``)."""
+        """Set the statistics from a dataset's ``stats.json`` (``{"face": {"p1", "p99", ...}, "body": {...}}``),
+        and the request scale from its ``quantiles`` when both face and body have them (``stats.json`` written
+        since 2026-12-06; an older one leaves the scale as it is)."""
         try:
             values = [[float(stats[name][key]) for name in MOTION_NAMES] for key in (low, high)]
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"motion statistics lack face/body {low}/{high} ({err}); rerun preprocessing.") from None
         self.set_statistics(*values)
+        tables = [stats[name].get("quantiles") if isinstance(stats[name], Mapping) else None for name in MOTION_NAMES]
+        if all(t is not None for t in tables):
+            if len(tables[0]) != len(tables[1]):
+                raise InputError("stats.json has face and body quantile tables of different lengths; rerun "
+                                 "preprocessing.")  # fmt: skip
+            self.fit_request_scale(torch.tensor(tables, dtype=torch.float64).T)  # (K + 1, 2)
 
     def fit_statistics(self, raw: torch.Tensor, quantiles: tuple[float, float] = (0.01, 0.99)) -> None:
         """Fit the statistics to raw intensities ``(N, 2)`` of a dataset (robust quantiles)."""
@@ -162,14 +235,19 @@ class MotionConditioner(Conditioner):
         h = self.resnet(h).mean(dim=1)  # ResNet layer, then average pooling over (face, body): (B, H)
         return self.out(h)  # (B, D)
 
+    def default_labels(self) -> torch.Tensor:
+        """The labels ``(1, 2)`` of the default request (the default itself without a request scale)."""
+        return self.labels(torch.tensor([self.default], dtype=torch.float32))
+
     def forward(self, intensities: torch.Tensor | None = None, batch_size: int = 1, gain: float = 1.0) -> Condition:
         """Embed intensities.
 
         Args:
-            intensities: ``(B, 2)`` normalised (face, body) intensities in ``[0, 1]``; None uses
-                :attr:`default` for ``batch_size`` samples.
+            intensities: ``(B, 2)`` (face, body) LABELS in ``[0, 1]`` (a dataset's normalised intensities;
+                for a user's requests pass :meth:`labels` of them); None uses the labels of :attr:`default` for
+                ``batch_size`` samples.
             gain: inference-time motion gain (our addition; the paper has none): the embedding is pushed
-                away from the default intensities' embedding, ``e(default) + gain * (e(m) - e(default))``.
+                away from the default request's embedding, ``e(default) + gain * (e(m) - e(default))``.
                 1 is the trained embedding (training always uses 1); 0 ignores the request; at the default
                 intensities every gain gives the same embedding. See docs/design.md (motion gain).
 
@@ -181,12 +259,12 @@ class MotionConditioner(Conditioner):
             raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
         weight = self.mlp[0].weight
         if intensities is None:
-            intensities = torch.tensor([self.default], device=weight.device).expand(batch_size, 2)
+            intensities = self.default_labels().to(weight.device).expand(batch_size, 2)
         self._check_range(intensities)
         intensities = intensities.to(device=weight.device, dtype=weight.dtype)
         embedding = self._embed(intensities)  # (B, D)
         if gain != 1.0:
-            default = torch.tensor([self.default], device=weight.device, dtype=weight.dtype).expand_as(intensities)
+            default = self.default_labels().to(device=weight.device, dtype=weight.dtype).expand_as(intensities)
             centre = self._embed(default)  # (B, D)
             embedding = centre + gain * (embedding - centre)
         return Condition(time_embedding=embedding)

@@ -9,6 +9,8 @@ A preprocessed dataset is a folder::
                        "reason" (a REASONS code), "detail" (one line)}
     stats.json         motion statistics over the manifest: {"face": {...}, "body": {...}, "num_clips",
                        "normalisation"}; each of face/body holds count, min, max, mean, p1, p5, p50, p95, p99
+                       and "quantiles" (raw values at the levels k / 20, min to max; since 2026-12-06: the
+                       motion conditioner's request scale)
     progress.jsonl     one line per finished input video (how a re-run knows what is done)
     preprocess.json    the settings the folder was written with (a re-run must use the same)
     .preprocess.lock   held while a run writes the folder

@@ -138,13 +138,21 @@ class HeadShoulderProxy:
 # --------------------------------------------------------------------------------------------------- statistics
 
 
+#: Number of equal steps of the quantile table in ``stats.json`` (``quantiles``: raw values at levels k / 20).
+QUANTILE_STEPS = 20
+
+
 def intensity_stats(values: Iterable[float]) -> dict[str, Any]:
-    """Dataset statistics of raw intensities: ``count, min, max, mean, p1, p5, p50, p95, p99`` (finite values)."""
+    """Dataset statistics of raw intensities: ``count, min, max, mean, p1, p5, p50, p95, p99`` (finite values), and
+    ``quantiles``: the raw values at the levels ``k / QUANTILE_STEPS``, ``k = 0 .. QUANTILE_STEPS`` (minimum to
+    maximum), from which the motion conditioner's request scale is fitted
+    (:meth:`~fantasytalking.conditioning.MotionConditioner.set_statistics_from`)."""
     arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if arr.size == 0:
         return {"count": 0, "min": None, "max": None, "mean": None, "p1": None, "p5": None, "p50": None,
-                "p95": None, "p99": None}  # fmt: skip
+                "p95": None, "p99": None, "quantiles": None}  # fmt: skip
     q = np.percentile(arr, [1, 5, 50, 95, 99])
+    table = np.quantile(arr, np.linspace(0.0, 1.0, QUANTILE_STEPS + 1))  # (QUANTILE_STEPS + 1,)
     return {
         "count": int(arr.size),
         "min": float(arr.min()),
@@ -155,6 +163,7 @@ def intensity_stats(values: Iterable[float]) -> dict[str, Any]:
         "p50": float(q[2]),
         "p95": float(q[3]),
         "p99": float(q[4]),
+        "quantiles": [float(v) for v in table],
     }
 
 

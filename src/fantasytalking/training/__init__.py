@@ -29,6 +29,7 @@ from fantasytalking.training.export import (
     load_into_pipeline,
     read_export,
     read_export_config,
+    with_motion_request_scale,
 )
 from fantasytalking.training.module import (
     FantasyTalkingModule,
@@ -87,6 +88,7 @@ __all__ = [
     "shift_sigmas",
     "step_generator",
     "tiny_pipeline",
+    "with_motion_request_scale",
 ]
 
 

@@ -127,6 +127,39 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, *, use_ema: bool
     return _write(conditioning_tensors(state, info["export"]), info["export"], info["config"], path)
 
 
+def with_motion_request_scale(path: str | Path, stats: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
+    """Write ``path`` to ``out`` with its motion conditioner's request scale fitted to ``stats`` (a ``stats.json``
+    with ``quantiles``, of the data the model was trained on); every tensor unchanged. Returns the new
+    ``request_scale`` entry. See :class:`~fantasytalking.conditioning.MotionConditioner` (request scale)."""
+    from fantasytalking.conditioning.motion import MOTION_NAMES, MotionConditioner
+
+    tensors, config = read_export(path)
+    motion = config.get("conditioners", {}).get("motion")
+    if motion is None:
+        raise InputError(f"{path} has no motion conditioner; a request scale needs one.")
+    try:
+        quantiles = torch.tensor([stats[name]["quantiles"] for name in MOTION_NAMES], dtype=torch.float64).T
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"the motion statistics have no face/body quantiles ({err}); rewrite stats.json with "
+                         "fantasytalking.data.preprocess.write_stats (since 2026-12-06).") from None  # fmt: skip
+    conditioner = MotionConditioner(**{k: v for k, v in motion.items() if k != "request_scale"})
+    _load_module(conditioner, {k[len("motion."):]: v for k, v in tensors.items() if k.startswith("motion.")},
+                 what=f"{path} (motion conditioner)", hint="re-export it.", prefix="motion.")  # fmt: skip
+    low, high = conditioner.raw_low.tolist(), conditioner.raw_high.tolist()
+    stat_low = [float(stats[name]["p1"]) for name in MOTION_NAMES]
+    stat_high = [float(stats[name]["p99"]) for name in MOTION_NAMES]
+    if not (torch.allclose(torch.tensor(low), torch.tensor(stat_low), rtol=5e-3)
+            and torch.allclose(torch.tensor(high), torch.tensor(stat_high), rtol=5e-3)):  # fmt: skip (float16 copies)
+        raise InputError(f"{path}'s motion statistics (p1 {low}, p99 {high}) are not those of these stats "
+                         f"(p1 {stat_low}, p99 {stat_high}); give the stats.json of the data it was trained on.")
+    conditioner.fit_request_scale(quantiles)
+    motion = {**motion, "request_scale": conditioner.request_scale.tolist()}
+    info = {k: v for k, v in config.items() if k != "training"}
+    info["conditioners"] = {**info["conditioners"], "motion": motion}
+    _write(tensors, info, config.get("training"), out)
+    return motion["request_scale"]
+
+
 def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and config of an exported file; a file of another kind is a :class:`WeightsError`."""
     return _read(path, tensors=True)
@@ -230,6 +263,8 @@ def load_into_pipeline(
         conditioner = pipe.conditioning[name]
         _load_module(conditioner, _take(remaining, f"{name}."), what=f"{source} ({name} conditioner)", hint=hint,
                      prefix=f"{name}.")  # fmt: skip
+        if name == "motion":  # a config entry, not a weight: an existing conditioner takes the file's (or none)
+            conditioner.set_request_scale(cfg.get("request_scale"))
         if conditioner.kind == "tokens":
             branch = {}
             for index, processor in enumerate(transformer.processors):
