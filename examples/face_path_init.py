@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,12 +27,12 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     from fantasytalking.conditioning.face import FaceConditioner
     from fantasytalking.data import format as fmt
     from fantasytalking.data import read_members
     from fantasytalking.errors import InputError
+    from fantasytalking.loading.files import save_safetensors
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -80,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         weights[k] = torch.zeros_like(weights[k])  # the branch starts at zero, as a new one does
     config["conditioners"]["face"] = face.config()
     metadata["config"] = json.dumps(config)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial")
-    save_file(weights, str(partial), metadata=metadata)
-    os.replace(partial, args.out)
+    save_safetensors(weights, args.out, metadata)  # atomic; the same content gives the same sha256
     print(f"wrote {args.out}: a fresh face conditioner ({args.feature_tokens} keys per face vector, standardised on "
           f"{len(features)} embeddings of {args.shards}) and {len(fresh)} zeroed face-branch tensors")  # fmt: skip
     return 0

@@ -128,26 +128,18 @@ def run_export(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from fantasytalking.errors import FantasyTalkingError
-    from fantasytalking.training import export_checkpoint, with_motion_request_scale
+    from fantasytalking.training import export_checkpoint
 
-    try:
-        if args.motion_stats is None:
-            print(export_checkpoint(args.checkpoint, args.output, use_ema=args.ema))
-            return 0
+    stats = None
+    if args.motion_stats is not None:
         try:
             stats = json.loads(Path(args.motion_stats).read_text())
         except (OSError, ValueError) as err:
             print(f"error: cannot read --motion-stats {args.motion_stats} ({err}); give the shards' stats.json",
                   file=sys.stderr)  # fmt: skip
             return 2
-        output = Path(args.output)
-        plain = export_checkpoint(args.checkpoint, output.with_name(output.name + ".plain.safetensors"),
-                                  use_ema=args.ema)  # fmt: skip
-        try:
-            with_motion_request_scale(plain, stats, output)
-        finally:
-            plain.unlink()
-        print(output)
+    try:
+        print(export_checkpoint(args.checkpoint, args.output, use_ema=args.ema, motion_stats=stats))
     except FantasyTalkingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

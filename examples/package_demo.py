@@ -1,9 +1,10 @@
 """Package a demo training run (``examples/train_demo.sh``) as the embedded default.
 
-Copies the stage-two export and the VAE into ``src/fantasytalking/assets/demo/``, writes ``card.json`` (commands,
+Copies the stage-two export (float16) and the VAE into ``src/fantasytalking/assets/demo/``, writes ``card.json`` (commands,
 seed, data, wall times, clip length, loss summary, held-out scores) and keeps the loss curves as CSV in
 ``benchmarks/results/demo-training/`` (step, loss) for the docs::
 
+    python examples/package_demo.py --run runs/demo --half-copies   # runs/demo/{model,stage1}.safetensors to score
     python examples/package_demo.py --run runs/demo --targets benchmarks/results/demo-targets-2026-12-01.json
     python examples/package_demo.py --update-card --targets benchmarks/results/demo-targets-2026-12-01.json  # add scores (and their settings) only
     python examples/package_demo.py --continued runs/demo/stage2-pause --continued-shards shards/synthtalk-pause \\
@@ -78,7 +79,8 @@ def half_copy(source: Path, target: Path) -> None:
     float32), keeping its metadata; written atomically."""
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from fantasytalking.loading.files import save_safetensors
 
     with safe_open(str(source), framework="pt") as handle:
         metadata = handle.metadata()
@@ -86,9 +88,34 @@ def half_copy(source: Path, target: Path) -> None:
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     if any(not torch.isfinite(v).all() for v in tensors.values()):
         raise SystemExit(f"error: {source} has values outside float16's range; package it in float32")
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(target)
+    save_safetensors(tensors, target, metadata)  # atomic; the same content gives the same sha256
+
+
+def ship_half_copies(sources: Mapping[str, Path], targets_path: Path | None, folder: Path | None = None) -> None:
+    """Write float16 copies of the exports ``sources`` (``{"model": ..., "stage1": ...}``) as ``<name>.safetensors``
+    into ``folder`` (the package), after checking that the model copy is the file the record at ``targets_path``
+    measured (its ``model_sha256``; a record without one is not checked). Copies are reproducible
+    (``save_safetensors``), so a copy scored before (``--half-copies``) has the same sha256 as the one packaged.
+    On a mismatch nothing is replaced."""
+    import hashlib
+    import os
+    import tempfile
+
+    folder = ASSETS if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".half-") as scratch:
+        copies = {name: Path(scratch) / f"{name}.safetensors" for name in sources}
+        for name, source in sources.items():
+            half_copy(source, copies[name])
+        if targets_path is not None and "model" in copies:
+            record = json.loads(targets_path.read_text())
+            want, got = record.get("model_sha256"), hashlib.sha256(copies["model"].read_bytes()).hexdigest()
+            if want is not None and want != got:
+                raise SystemExit(f"error: {targets_path} measured {record.get('model')}, not the float16 copy of "
+                                 f"{sources['model']} (model_sha256 differs); score the copies that "
+                                 "`package_demo.py --half-copies RUN` writes (examples/train_demo.sh does), then package")
+        for name, copy in copies.items():
+            os.replace(copy, folder / f"{name}.safetensors")
 
 
 def metrics_csv(folder: Path) -> Path:
@@ -138,7 +165,7 @@ def write_curve(name: str, points: list[tuple[int, float]]) -> None:
 
 
 def package_continued(run: Path, shards: Path, card: dict[str, Any], command: str,
-                      wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
+                      wall: Mapping[str, float], targets: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Put the continuation ``run`` of stage two into the package; the card with its record under ``continued``."""
     export = run / "conditioning.safetensors"
     if not export.is_file():
@@ -146,7 +173,7 @@ def package_continued(run: Path, shards: Path, card: dict[str, Any], command: st
     points = curve(metrics_csv(run), "train/loss")
     previous = card.get("continued", [])
     name = f"stage2-continued-{len(previous) + 1}"  # never the curve of the packaged stage two itself
-    half_copy(export, ASSETS / "model.safetensors")
+    ship_half_copies({"model": export}, targets)
     write_curve(name, points)
     config = packaged_training_config()
     return {**card,
@@ -158,7 +185,7 @@ def package_continued(run: Path, shards: Path, card: dict[str, Any], command: st
 
 
 def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str,
-                   wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
+                   wall: Mapping[str, float], targets: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Put a rerun of BOTH stages on the packaged VAE (``run/stage1``, ``run/stage2``) into the package: its exports
     replace ``model.safetensors`` and ``stage1.safetensors``; the card's data, losses, wall times and training
     config become the run's (the VAE and its record stay), and the replaced model is summarised under ``previous``."""
@@ -169,8 +196,7 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str,
     data = data_record(shards)
     points = {name: curve(metrics_csv(run / name), "train/loss") for name in exports}
     tag = run.name
-    half_copy(exports["stage2"], ASSETS / "model.safetensors")
-    half_copy(exports["stage1"], ASSETS / "stage1.safetensors")  # the stage-one-only row
+    ship_half_copies({"model": exports["stage2"], "stage1": exports["stage1"]}, targets)  # stage1: its own row
     for name, pts in points.items():
         write_curve(f"{name}-{tag}", pts)
     config = packaged_training_config()
@@ -192,10 +218,10 @@ def package_stages(run: Path, shards: Path, card: dict[str, Any], command: str,
 
 
 def package_decoder(run: Path, shards: Path, card: dict[str, Any], command: str,
-                    wall: Mapping[str, float]) -> dict[str, Any]:  # fmt: skip
+                    wall: Mapping[str, float], targets: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Put a decoder-only fine-tune ``run`` (an exported VAE folder with its ``train/``) in place of the packaged
     VAE; the card with its record under ``vae.decoder_finetune``. Refuses a VAE whose encoder side differs.
-"""
+    (``targets`` is the record of the whole package; the model files, which it names, stay as they are.)"""
     from diffusers import AutoencoderKLWan
 
     if not (run / "config.json").is_file():
@@ -240,7 +266,8 @@ def package_motion_scale(stats_path: Path, targets_path: Path, card: dict[str, A
     (its ``model`` and ``stage1`` paths), after checking that each is the packaged export with the motion request
     scale fitted to ``stats_path`` (the training shards' ``stats.json``, with ``quantiles``) and nothing else
     changed, and that the model file is the one measured (``model_sha256``). The files are copied byte for byte
-    (safetensors writes its metadata in no fixed order, so a refit would not reproduce the measured file's hash).
+    (files written before ``save_safetensors`` sorted the metadata have it in a random order, so a refit would
+    not reproduce their hash).
     The card records the fit under ``motion_request_scale``. On any mismatch nothing is replaced."""
     import hashlib
     import tempfile
@@ -351,6 +378,9 @@ def main() -> int:
     p.add_argument("--stages-shards", type=Path, default=None, help="the shards the --stages run trained on")
     p.add_argument("--stages-command", default="examples/train_demo.sh, step 3 (docs/demo.md)",
                    help="how the --stages run was made (recorded in the card)")
+    p.add_argument("--half-copies", action="store_true",
+                   help="only write RUN/model.safetensors and RUN/stage1.safetensors, the float16 copies of the stage "
+                   "exports the package ships (score them with demo_targets.py, then package with --targets)")
     p.add_argument("--motion-stats", type=Path, default=None,
                    help="the training shards' stats.json (with quantiles): fit the packaged models' motion request "
                    "scale to it (docs/design.md); with --targets measured on the scaled model")  # fmt: skip
@@ -364,7 +394,7 @@ def main() -> int:
         if shards is None or args.targets is None:
             p.error(f"--{flag} needs --{flag}-shards and --targets (the demo_targets.py JSON measured on the result)")
         card = package(getattr(args, flag), shards, json.loads((ASSETS / "card.json").read_text()), command,
-                       args.wall or {})  # fmt: skip
+                       args.wall or {}, args.targets)  # fmt: skip
         write_json_atomic(ASSETS / "card.json", with_targets(card, args.targets))
         print(f"packaged {what} {getattr(args, flag)} into {ASSETS}")
         return 0
@@ -384,9 +414,12 @@ def main() -> int:
     run = args.run
     runs = [("vae", run / "vae" / "train"), ("stage1", run / "stage1"), ("stage2", run / "stage2")]
 
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    half_copy(run / "stage2" / "conditioning.safetensors", ASSETS / "model.safetensors")
-    half_copy(run / "stage1" / "conditioning.safetensors", ASSETS / "stage1.safetensors")  # the stage-one-only row
+    exports = {"model": run / "stage2" / "conditioning.safetensors", "stage1": run / "stage1" / "conditioning.safetensors"}
+    if args.half_copies:  # what the package will ship, for demo_targets.py to score first
+        ship_half_copies(exports, None, folder=run)
+        print(f"wrote the float16 copies {run / 'model.safetensors'} and {run / 'stage1.safetensors'}")
+        return 0
+    ship_half_copies(exports, args.targets)  # stage1: the stage-one-only row
     if (ASSETS / "vae").exists():
         shutil.rmtree(ASSETS / "vae")
     shutil.copytree(run / "vae", ASSETS / "vae", ignore=shutil.ignore_patterns("train"))

@@ -68,8 +68,11 @@ $PY -m fantasytalking.training.vae --shards shards/synthtalk-j --out "$RUN/vae-d
     --seed 0 --accelerator cpu
 # 5. The targets on the held-out split through that decoder (benchmarks/results/demo-targets-<date>.{json,md}),
 #    then the package: the run with its VAE, then the decoder in its place (checked to keep the VAE's latents).
-$PY benchmarks/demo_targets.py --model "$RUN/stage2/conditioning.safetensors" \
-    --stage1 "$RUN/stage1/conditioning.safetensors" --vae "$RUN/vae-dec" --seed 0 --clips 16 --motion-clips 4 \
+#    The targets score the float16 copies the package ships (package_demo.py writes the same bytes again and checks
+#    them against the record's model_sha256).
+$PY examples/package_demo.py --run "$RUN" --half-copies
+$PY benchmarks/demo_targets.py --model "$RUN/model.safetensors" \
+    --stage1 "$RUN/stage1.safetensors" --vae "$RUN/vae-dec" --seed 0 --clips 16 --motion-clips 4 \
     --audio-cfg 2.5
 TARGETS=$(ls -t benchmarks/results/demo-targets-$(date +%F)*.json | head -1)
 $PY examples/package_demo.py --run "$RUN" --shards shards/synthtalk-j --vae-steps 400 --audio-cfg 2.5 --targets "$TARGETS"

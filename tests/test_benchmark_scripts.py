@@ -742,3 +742,40 @@ def test_face_path_init_writes_a_fresh_standardised_face_conditioner(tmp_path):
     broken.write_bytes(b"not a safetensors file")
     argv_broken = ["--model", str(broken), "--shards", str(shards), "--out", str(tmp_path / "other.safetensors")]
     assert module.main(argv_broken) == 2 and not (tmp_path / "other.safetensors").exists()
+
+
+def test_package_demo_run_ships_the_float16_copies_the_record_measured(tmp_path, monkeypatch):
+    """examples/package_demo.py --run: ``--half-copies`` writes the float16 copies train_demo.sh scores; packaging
+    writes the same bytes (reproducible writes), so the record's model_sha256 names the shipped file; a record of
+    another file (the float32 export) is refused before anything is replaced."""
+    import hashlib
+
+    module, demo, assets, _, shards, targets = _packaging_sandbox(
+        tmp_path, monkeypatch, {"seed": 0}, {"clips": 4, "num_frames": 17, "size": 96}, "demo-targets-2026-12-06.json")
+    run = tmp_path / "run"
+    for name in ("vae/train", "stage1", "stage2"):
+        logs = run / name / "lightning_logs" / "version_0"
+        logs.mkdir(parents=True)
+        (logs / "hparams.yaml").write_text("{}\n")
+        (logs / "metrics.csv").write_text("step,train/loss\n9,0.5\n19,0.3\n")
+    shutil.copytree(demo / "vae", run / "vae", dirs_exist_ok=True)
+    for name in ("stage1", "stage2"):
+        shutil.copyfile(demo / "model.safetensors", run / name / "conditioning.safetensors")
+    monkeypatch.setattr(sys, "argv", ["package_demo.py", "--run", str(run), "--half-copies"])
+    assert module.main() == 0
+    scored = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    assert not (assets / "model.safetensors").exists()  # --half-copies writes into the run only
+
+    record = json.loads(targets.read_text())
+    argv = ["package_demo.py", "--run", str(run), "--shards", str(shards), "--targets", str(targets)]
+    monkeypatch.setattr(sys, "argv", argv)
+    float32 = hashlib.sha256((run / "stage2" / "conditioning.safetensors").read_bytes()).hexdigest()
+    targets.write_text(json.dumps({**record, "model": "run/stage2/conditioning.safetensors", "model_sha256": float32}))
+    with pytest.raises(SystemExit, match="not the float16 copy"):
+        module.main()
+    assert sorted(p.name for p in assets.iterdir()) == ["card.json"]  # nothing replaced, no scratch left
+    targets.write_text(json.dumps({**record, "model": str(run / "model.safetensors"), "model_sha256": scored}))
+    assert module.main() == 0
+    assert hashlib.sha256((assets / "model.safetensors").read_bytes()).hexdigest() == scored
+    assert (assets / "stage1.safetensors").read_bytes() == (run / "stage1.safetensors").read_bytes()
+    assert json.loads((assets / "card.json").read_text())["heldout_scores"]["commit"] == "abc"

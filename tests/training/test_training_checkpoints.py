@@ -260,6 +260,9 @@ def test_motion_request_scale_travels_in_the_export_and_reaches_the_pipeline(tmp
     with pytest.raises(InputError, match="no face/body quantiles"):
         with_motion_request_scale(plain, {n: {"p1": 0.1, "p99": 0.9} for n in ("face", "body")},
                                   tmp_path / "x.safetensors")  # fmt: skip
+    uneven = {"face": {**stats["face"], "quantiles": stats["face"]["quantiles"][:-1]}, "body": stats["body"]}
+    with pytest.raises(InputError, match="different lengths"):  # the damage is named, not "no quantiles"
+        with_motion_request_scale(plain, uneven, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
     module.conditioning["motion"].set_statistics_from(stats)  # training on shards with quantile tables
     trained = export_conditioning(module, tmp_path / "trained.safetensors")

@@ -147,8 +147,27 @@ def test_motion_request_scale_maps_requests_to_the_training_clips_quantiles():
     with pytest.raises(InputError, match="different lengths"):
         motion.set_statistics_from({"face": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 0.5, 1.0]},
                                     "body": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 1.0]}})  # fmt: skip
+    with pytest.raises(InputError, match="for one of face/body only \\(none for body\\)"):
+        motion.set_statistics_from({"face": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 1.0]},
+                                    "body": {"p1": 0.0, "p99": 1.0}})  # fmt: skip
+    with pytest.raises(InputError, match="not lists of numbers"):
+        motion.set_statistics_from({"face": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, "x"]},
+                                    "body": {"p1": 0.0, "p99": 1.0, "quantiles": [0.0, 1.0]}})  # fmt: skip
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         motion.labels(torch.tensor([[1.2, 0.0]]))
+
+
+def test_quantile_table_reads_stats_json_once_for_both_callers():
+    """``quantile_table`` is the one reader of stats.json's quantiles (the conditioner and the export use it)."""
+    from fantasytalking.conditioning.motion import quantile_table
+
+    assert quantile_table({"face": {"p1": 0.0}, "body": {"p1": 0.0}}) is None  # written before the tables
+    table = quantile_table({"face": {"quantiles": [0, 1, 4]}, "body": {"quantiles": ["0", 2.0, 8]}})
+    torch.testing.assert_close(table, torch.tensor([[0.0, 0.0], [1.0, 2.0], [4.0, 8.0]], dtype=torch.float64))
+    with pytest.raises(InputError, match=r"different lengths \(3 and 2\)"):
+        quantile_table({"face": {"quantiles": [0, 1, 4]}, "body": {"quantiles": [0, 1]}})
+    with pytest.raises(InputError, match="none for face"):
+        quantile_table({"face": {"p1": 0.0}, "body": {"quantiles": [0, 1]}})
 
 
 def test_motion_dropout_zero_by_default():

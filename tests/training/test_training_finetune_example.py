@@ -130,6 +130,10 @@ def test_both_stages_on_shards_write_checkpoints(shards, tmp_path):
     code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(tmp_path / "x.safetensors"),
                                     "--motion-stats", str(tmp_path / "missing.json")])  # fmt: skip
     assert code == 2 and not (tmp_path / "x.safetensors").exists()
+    (tmp_path / "list.json").write_text("[1, 2]")  # JSON, but not a stats.json object: one-line error, no file
+    code = _finetune_module().main(["export", str(tmp_path / "stage2" / "final.ckpt"), str(tmp_path / "x.safetensors"),
+                                    "--motion-stats", str(tmp_path / "list.json")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "x.safetensors").exists()
 
 
 def test_export_model_flags_rebuild_the_exported_conditioners(monkeypatch):

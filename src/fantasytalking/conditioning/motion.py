@@ -189,12 +189,9 @@ class MotionConditioner(Conditioner):
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"motion statistics lack face/body {low}/{high} ({err}); rerun preprocessing.") from None
         self.set_statistics(*values)
-        tables = [stats[name].get("quantiles") if isinstance(stats[name], Mapping) else None for name in MOTION_NAMES]
-        if all(t is not None for t in tables):
-            if len(tables[0]) != len(tables[1]):
-                raise InputError("stats.json has face and body quantile tables of different lengths; rerun "
-                                 "preprocessing.")  # fmt: skip
-            self.fit_request_scale(torch.tensor(tables, dtype=torch.float64).T)  # (K + 1, 2)
+        table = quantile_table(stats)
+        if table is not None:
+            self.fit_request_scale(table)
 
     def fit_statistics(self, raw: torch.Tensor, quantiles: tuple[float, float] = (0.01, 0.99)) -> None:
         """Fit the statistics to raw intensities ``(N, 2)`` of a dataset (robust quantiles)."""
@@ -282,3 +279,27 @@ class MotionConditioner(Conditioner):
         batch = condition.time_embedding.shape[0]
         keep = (torch.rand(batch, generator=generator) >= self.dropout_p).to(condition.time_embedding)  # (B,)
         return replace(condition, time_embedding=condition.time_embedding * keep[:, None])
+
+
+def quantile_table(stats: Mapping[str, Any]) -> torch.Tensor | None:
+    """The raw intensity quantiles ``(K + 1, 2)`` (face, body) of a ``stats.json``, or ``None`` when it has none
+    (written before 2026-12-06). A table for one of face/body only, tables of unequal lengths or non-numeric
+    entries are an :class:`InputError`: the file is damaged or half-written."""
+    if not isinstance(stats, Mapping):
+        raise InputError(f"motion statistics must be a stats.json object, not {type(stats).__name__}; give the "
+                         "shards' stats.json.")  # fmt: skip
+    tables = [stats[name].get("quantiles") if isinstance(stats.get(name), Mapping) else None for name in MOTION_NAMES]
+    if all(t is None for t in tables):
+        return None
+    if any(t is None for t in tables):
+        missing = MOTION_NAMES[[t is None for t in tables].index(True)]
+        raise InputError(f"stats.json has motion quantiles for one of face/body only (none for {missing}); rerun "
+                         "preprocessing to rewrite it.")  # fmt: skip
+    try:
+        columns = [[float(v) for v in t] for t in tables]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"stats.json's motion quantiles are not lists of numbers ({err}); rerun preprocessing.") from None
+    if len(columns[0]) != len(columns[1]):
+        raise InputError(f"stats.json has face and body quantile tables of different lengths ({len(columns[0])} and "
+                         f"{len(columns[1])}); rerun preprocessing.")  # fmt: skip
+    return torch.tensor(columns, dtype=torch.float64).T  # (K + 1, 2)

@@ -7,13 +7,16 @@ Every failure to read a file (absent, truncated, corrupt, wrong format) becomes 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from fantasytalking.errors import WeightsError
 
@@ -30,6 +33,7 @@ __all__ = [
     "read_safetensors_shapes",
     "read_shard_shapes",
     "read_sidecar_config",
+    "save_safetensors",
     "sidecar_path",
 ]
 
@@ -215,3 +219,51 @@ def iter_safetensors_shards(files: list[Path]) -> Iterator[tuple[Path, dict[str,
     """Yield ``(file, tensors)`` one shard at a time (the caller drops each before the next is read)."""
     for path in files:
         yield path, load_safetensors(path)
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` to ``path`` (.safetensors) atomically and reproducibly: the same tensors and metadata
+    give the same bytes, so a file's sha256 names its content.
+
+    safetensors' writer orders the tensors (by dtype, then name) but emits ``__metadata__`` in hash-map order,
+    which differs from one process to the next; the header is rewritten here with the metadata keys sorted (a
+    valid header: compact JSON padded with spaces to 8 bytes, the data untouched). The file is written beside
+    ``path`` and renamed over it, so a reader never sees half a file and memory-mapped sources stay intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata is not None else None)
+        _sort_metadata(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors file's header with ``__metadata__``'s keys sorted (in place when the length holds)."""
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    if "__metadata__" not in header:
+        return
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format's alignment of the data
+    if len(text) == size:  # the usual case: the same escapes, only the order differs
+        with open(path, "r+b") as handle:
+            handle.seek(8)
+            handle.write(text)
+        return
+    rewritten = path.with_name(path.name + ".header")
+    try:
+        with open(path, "rb") as source, open(rewritten, "wb") as target:
+            source.seek(8 + size)
+            target.write(len(text).to_bytes(8, "little") + text)
+            shutil.copyfileobj(source, target)
+        os.replace(rewritten, path)
+    finally:
+        rewritten.unlink(missing_ok=True)

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from fantasytalking.errors import InputError, WeightsError
 from fantasytalking.loading import check_state_dict
+from fantasytalking.loading.files import save_safetensors
 from fantasytalking.training.builder import attach_face, attach_motion
 from fantasytalking.training.lora import has_lora, inject_lora, lora_module_key, lora_state_dict
 
@@ -94,10 +94,7 @@ def _write(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any], trainin
     config = {**info, "training": training}
     metadata = {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION),
                 "config": json.dumps(config, sort_keys=True, default=str)}  # fmt: skip
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(dict(tensors), str(tmp), metadata=metadata)
-    tmp.replace(path)  # atomic: never a half-written export
-    return path
+    return save_safetensors(tensors, path, metadata)  # atomic and reproducible: one content, one sha256
 
 
 def export_conditioning(module: FantasyTalkingModule, path: str | Path, *, ema: EMACallback | None = None) -> Path:
@@ -112,8 +109,11 @@ def export_conditioning(module: FantasyTalkingModule, path: str | Path, *, ema: 
                   path)  # fmt: skip
 
 
-def export_checkpoint(checkpoint: str | Path, path: str | Path, *, use_ema: bool = False) -> Path:
-    """Write the conditioning of a training checkpoint (``.ckpt``) to ``path``, without building the model."""
+def export_checkpoint(checkpoint: str | Path, path: str | Path, *, use_ema: bool = False,
+                      motion_stats: Mapping[str, Any] | None = None) -> Path:
+    """Write the conditioning of a training checkpoint (``.ckpt``) to ``path``, without building the model; with
+    ``motion_stats`` (the training shards' ``stats.json``) its motion request scale is fitted before the one write
+    (see :func:`with_motion_request_scale`)."""
     from fantasytalking.training.module import ema_weights, read_training_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -124,40 +124,51 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, *, use_ema: bool
     state = dict(ckpt["state_dict"])
     if use_ema:
         state.update(ema_weights(ckpt, checkpoint))
-    return _write(conditioning_tensors(state, info["export"]), info["export"], info["config"], path)
+    tensors, export = conditioning_tensors(state, info["export"]), info["export"]
+    if motion_stats is not None:
+        export = _with_request_scale(tensors, export, motion_stats, where=str(checkpoint))
+    return _write(tensors, export, info["config"], path)
 
 
 def with_motion_request_scale(path: str | Path, stats: Mapping[str, Any], out: str | Path) -> dict[str, Any]:
     """Write ``path`` to ``out`` with its motion conditioner's request scale fitted to ``stats`` (a ``stats.json``
     with ``quantiles``, of the data the model was trained on); every tensor unchanged. Returns the new
     ``request_scale`` entry. See :class:`~fantasytalking.conditioning.MotionConditioner` (request scale)."""
-    from fantasytalking.conditioning.motion import MOTION_NAMES, MotionConditioner
-
     tensors, config = read_export(path)
-    motion = config.get("conditioners", {}).get("motion")
+    info = _with_request_scale(tensors, {k: v for k, v in config.items() if k != "training"}, stats, where=str(path))
+    _write(tensors, info, config.get("training"), out)
+    return info["conditioners"]["motion"]["request_scale"]
+
+
+def _with_request_scale(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any], stats: Mapping[str, Any],
+                        *, where: str) -> dict[str, Any]:
+    """``info`` (an export's config, no ``training``) with the motion conditioner's ``request_scale`` fitted to
+    ``stats``; refuses stats whose p1/p99 are not the conditioner's saved statistics."""
+    from fantasytalking.conditioning.motion import MOTION_NAMES, MotionConditioner, quantile_table
+
+    motion = info.get("conditioners", {}).get("motion")
     if motion is None:
-        raise InputError(f"{path} has no motion conditioner; a request scale needs one.")
-    try:
-        quantiles = torch.tensor([stats[name]["quantiles"] for name in MOTION_NAMES], dtype=torch.float64).T
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"the motion statistics have no face/body quantiles ({err}); rewrite stats.json with "
-                         "fantasytalking.data.preprocess.write_stats (since 2026-12-06).") from None  # fmt: skip
+        raise InputError(f"{where} has no motion conditioner; a request scale needs one.")
+    quantiles = quantile_table(stats)  # (K + 1, 2)
+    if quantiles is None:
+        raise InputError("the motion statistics have no face/body quantiles; rewrite stats.json with "
+                         "fantasytalking.data.preprocess.write_stats (since 2026-12-06).")  # fmt: skip
     conditioner = MotionConditioner(**{k: v for k, v in motion.items() if k != "request_scale"})
     _load_module(conditioner, {k[len("motion."):]: v for k, v in tensors.items() if k.startswith("motion.")},
-                 what=f"{path} (motion conditioner)", hint="re-export it.", prefix="motion.")  # fmt: skip
+                 what=f"{where} (motion conditioner)", hint="re-export it.", prefix="motion.")  # fmt: skip
     low, high = conditioner.raw_low.tolist(), conditioner.raw_high.tolist()
-    stat_low = [float(stats[name]["p1"]) for name in MOTION_NAMES]
-    stat_high = [float(stats[name]["p99"]) for name in MOTION_NAMES]
+    try:
+        stat_low = [float(stats[name]["p1"]) for name in MOTION_NAMES]
+        stat_high = [float(stats[name]["p99"]) for name in MOTION_NAMES]
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"the motion statistics lack face/body p1/p99 ({err}); rerun preprocessing.") from None
     if not (torch.allclose(torch.tensor(low), torch.tensor(stat_low), rtol=5e-3)
             and torch.allclose(torch.tensor(high), torch.tensor(stat_high), rtol=5e-3)):  # fmt: skip (float16 copies)
-        raise InputError(f"{path}'s motion statistics (p1 {low}, p99 {high}) are not those of these stats "
+        raise InputError(f"{where}'s motion statistics (p1 {low}, p99 {high}) are not those of these stats "
                          f"(p1 {stat_low}, p99 {stat_high}); give the stats.json of the data it was trained on.")
     conditioner.fit_request_scale(quantiles)
     motion = {**motion, "request_scale": conditioner.request_scale.tolist()}
-    info = {k: v for k, v in config.items() if k != "training"}
-    info["conditioners"] = {**info["conditioners"], "motion": motion}
-    _write(tensors, info, config.get("training"), out)
-    return motion["request_scale"]
+    return {**info, "conditioners": {**info["conditioners"], "motion": motion}}
 
 
 def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
