@@ -73,7 +73,7 @@ $PY -m fantasytalking.training.vae --shards shards/synthtalk-j --out "$RUN/vae-d
 $PY examples/package_demo.py --run "$RUN" --half-copies
 $PY benchmarks/demo_targets.py --model "$RUN/model.safetensors" \
     --stage1 "$RUN/stage1.safetensors" --vae "$RUN/vae-dec" --seed 0 --clips 16 --motion-clips 4 \
-    --audio-cfg 2.5
+    --audio-cfg 2.0
 TARGETS=$(ls -t benchmarks/results/demo-targets-$(date +%F)*.json | head -1)
-$PY examples/package_demo.py --run "$RUN" --shards shards/synthtalk-j --vae-steps 400 --audio-cfg 2.5 --targets "$TARGETS"
+$PY examples/package_demo.py --run "$RUN" --shards shards/synthtalk-j --vae-steps 400 --audio-cfg 2.0 --targets "$TARGETS"
 $PY examples/package_demo.py --decoder "$RUN/vae-dec" --decoder-shards shards/synthtalk-j --targets "$TARGETS"

@@ -42,7 +42,7 @@ DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 #: the whole speech as ONE clip, although the model was trained on 17-frame clips: on held-out clips one clip of 81
 #: or 161 frames kept lip sync and identity, and consecutive 17-frame segments lost both (docs/design.md).
 DEMO_GENERATION: dict[str, Any] = {"num_inference_steps": 20, "max_edge": 96, "fps": 23, "max_frames": 121,
-                                   "prompt_cfg": 1.0, "audio_cfg": 2.5, "segment_frames": 0}  # fmt: skip
+                                   "prompt_cfg": 1.0, "audio_cfg": 2.0, "segment_frames": 0}  # fmt: skip
 
 #: Share of pixels in flat 3x3 neighbourhoods above which an image is taken for a drawn (SynthTalk-like) face.
 FLAT_THRESHOLD = 0.5
