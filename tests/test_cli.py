@@ -139,6 +139,15 @@ def test_motion_gain_needs_a_motion_conditioner(weights, files, tmp_path, capsys
     assert list(out.parent.iterdir()) == []
 
 
+def test_face_scale_needs_a_face_conditioner(weights, files, tmp_path, capsys):
+    out = tmp_path / "out" / "x.mp4"
+    out.parent.mkdir()
+    code, _, err = run(["--weights", str(weights), "--image", str(files["image"]), "--audio", str(files["audio"]),
+                        "--output", str(out), "--face-scale", "1", *FAST], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "no face conditioner" in err and "--face-scale" in err, err
+    assert list(out.parent.iterdir()) == []
+
+
 @pytest.mark.parametrize(("face_image", "needle"), [("nope.png", "nope.png"), ("image", "no face conditioner")])
 def test_face_image_fails_in_one_line_and_writes_nothing(face_image, needle, weights, files, tmp_path, capsys):
     """A missing --face-image is found before any weight loads; a real one on the release's weights (no face

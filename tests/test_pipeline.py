@@ -211,11 +211,29 @@ def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, in
     noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
     with pytest.raises(InputError, match=r"no face found in face_image \(an image object\)"):
         full(inputs["image"], inputs["audio"], face_image=noise, **FAST)
+    # face_scale: the branch weight l2 (None: the conditioner's own, 0.5), 0 switches the identity tokens off
+    assert own.settings.face_scale is None and face.scale == 0.5
+    as_trained = full(inputs["image"], inputs["audio"], face_scale=0.5, **FAST)
+    off = full(inputs["image"], inputs["audio"], face_scale=0.0, **FAST)
+    strong = full(inputs["image"], inputs["audio"], face_scale=1.5, **FAST)
+    assert np.array_equal(as_trained.frames, own.frames) and as_trained.settings.face_scale == 0.5
+    assert not np.array_equal(off.frames, own.frames) and not np.array_equal(strong.frames, own.frames)
+    assert not np.array_equal(strong.frames, off.frames)
+    face.scale = 0.0  # the conditioner switched off, as demo_targets.py's face-off row does
+    try:
+        assert np.array_equal(full(inputs["image"], inputs["audio"], **FAST).frames, off.frames)
+    finally:
+        face.scale = 0.5
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InputError, match="face scale must be a finite number >= 0"):
+            full(inputs["image"], inputs["audio"], face_scale=bad, **FAST)
 
 
 def test_face_image_needs_a_face_conditioner(pipe, inputs):
     with pytest.raises(InputError, match="no face conditioner"):
         pipe(inputs["image"], inputs["audio"], face_image=inputs["image"], **FAST)
+    with pytest.raises(InputError, match=r"no face conditioner.*face_scale"):
+        pipe(inputs["image"], inputs["audio"], face_scale=1.0, **FAST)
 
 
 def test_motion_flags_need_a_motion_conditioner(pipe, inputs):

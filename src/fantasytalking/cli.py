@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "needs weights with a motion conditioner")
     gen.add_argument("--body-motion", type=float, default=None,
                      help="body motion intensity in [0, 1] (default 0.5); needs weights with a motion conditioner")
+    gen.add_argument("--face-scale", type=float, default=None,
+                     help="weight of the face (identity) branch (default: as trained, 0.5 in the paper; 0 = off); "
+                     "needs weights with a face conditioner")
     gen.add_argument("--motion-gain", type=float, default=1.0,
                      help="strength of the requested motion: >1 exaggerates the difference from the default "
                      "intensities, 1 is as trained (docs/design.md); needs weights with a motion conditioner")
@@ -205,7 +208,7 @@ def _generate(args: argparse.Namespace) -> Path:
         prompt_cfg=args.prompt_cfg, audio_cfg=args.audio_cfg, audio_scale=args.audio_scale,
         audio_guidance_steps=args.audio_guidance_steps, seed=args.seed, progress=not args.quiet,
         face_motion=args.face_motion, body_motion=args.body_motion, motion_gain=args.motion_gain,
-        batch_passes=args.batch_passes,
+        face_scale=args.face_scale, batch_passes=args.batch_passes,
         segment_frames=args.segment_frames, face_image=args.face_image,
     )
     for note in result.settings.notes:

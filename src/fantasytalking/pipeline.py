@@ -61,6 +61,7 @@ class GenerationSettings:
     face_motion: float | None = None  # motion intensities (paper: 0.1 subtle, 0.5 natural, 1.0 intense)
     body_motion: float | None = None
     motion_gain: float = 1.0  # inference-time strength of the requested motion (1: as trained; docs/design.md)
+    face_scale: float | None = None  # weight of the face branch (None: the conditioner's own, l2 = 0.5 in the paper)
     # resolved from the inputs
     width: int = 0
     height: int = 0
@@ -367,6 +368,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         face_motion: float | None = None,
         body_motion: float | None = None,
         motion_gain: float = 1.0,
+        face_scale: float | None = None,
         batch_passes: bool = False,
         segment_frames: int | None = None,
         face_image: Any = None,
@@ -394,6 +396,9 @@ class FantasyTalkingPipeline(DiffusionPipeline):
                 (docs/design.md).
             motion_gain: strength of the requested motion, ``e(d) + gain * (e(m) - e(d))`` on the motion
                 embedding, ``d`` the default intensities (our addition; 1: as trained; ``d`` itself is unchanged).
+            face_scale: weight of the face (identity) branch in every block, the paper's ``l2``; None: the face
+                conditioner's own (0.5 as trained), 0 switches the branch off. Only for weights with a face
+                conditioner.
             batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more
                 activation memory). Same result up to floating-point rounding.
             segment_frames: generate longer speech as consecutive clips of this many frames (4k+1), each
@@ -410,8 +415,14 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
             max_edge=max_edge, fps=fps, max_frames=max_frames, prompt_cfg=prompt_cfg, audio_cfg=audio_cfg,
             audio_scale=audio_scale, audio_guidance_steps=audio_guidance_steps, shift=shift, seed=seed,
-            face_motion=face_motion, body_motion=body_motion, motion_gain=motion_gain,
+            face_motion=face_motion, body_motion=body_motion, motion_gain=motion_gain, face_scale=face_scale,
         )
+        if face_scale is not None:
+            if "face" not in self.conditioning:
+                raise InputError("these weights have no face conditioner (the public release has only audio); "
+                                 "drop face_scale / --face-scale or use weights trained with the face branch.")  # fmt: skip
+            if not (math.isfinite(face_scale) and face_scale >= 0):
+                raise InputError(f"face scale must be a finite number >= 0 (0: the face branch off), got {face_scale}.")
         if audio_guidance_steps is not None:
             first, last = audio_guidance_steps
             if not 0 <= first <= last < num_inference_steps:
@@ -507,6 +518,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
 
         conditions = self.conditioning(inputs)
         conditions["audio"] = conditions["audio"].with_scale(settings.audio_scale)
+        if settings.face_scale is not None:  # checked in __call__: only with a face conditioner
+            conditions["face"] = conditions["face"].with_scale(float(settings.face_scale))
         cond_branches, cond_time = self.conditioning.to_backbone(conditions)
         null_branches, null_time = self.conditioning.to_backbone(self.conditioning.null(conditions, ["audio"]))
         uncond_branches, uncond_time = self.conditioning.to_backbone(self.conditioning.null(conditions))
