@@ -48,6 +48,7 @@ landmarks stand in for face detection, as in ``benchmarks/variants.py``.
         --stage1 runs/demo/stage1/conditioning.safetensors --vae runs/demo/vae --clips 32
     python benchmarks/demo_targets.py --clips 8 --motion-clips 4 --only another vae reference \\
         --reuse benchmarks/results/demo-targets-2026-12-02.json     # re-run three rows, keep the rest
+    python benchmarks/demo_targets.py --ablation runs/noface.safetensors --skip drift   # no drifted-reference rows
     python benchmarks/demo_targets.py --compare "A.json#ROW+B.json#ROW" "C.json#ROW+D.json#ROW"  # seeds pooled
 
 Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commit, settings, per-clip values).
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--only", nargs="+", choices=ROW_KEYS, default=None, metavar="ROW",
                    help=f"measure only these rows ({', '.join(ROW_KEYS)}); with --reuse the others come from there")
+    p.add_argument("--skip", nargs="+", choices=ROW_KEYS, default=[], metavar="ROW",
+                   help="measure every row (or every --only row) but these, e.g. --skip drift (the drifted-reference "
+                   "rows: 3 of them with --ablation); with --reuse they come from there")  # fmt: skip
     p.add_argument("--reuse", type=Path, default=None,
                    help="an earlier demo-targets-*.json of the same model and settings: the rows not re-run")
     p.add_argument("--reference-only", action="store_true",
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(clips)} held-out clips from {args.heldout}", flush=True)
     gen = dict(num_inference_steps=args.steps, max_edge=DEMO_GENERATION["max_edge"], fps=23, max_frames=args.frames,
                prompt_cfg=1.0, audio_cfg=args.audio_cfg, segment_frames=args.segment_frames, seed=0, progress=False)  # fmt: skip
-    selected = set(args.only) if args.only else set(ROW_KEYS)
+    selected = (set(args.only) if args.only else set(ROW_KEYS)) - set(args.skip)
     reuse = load_reuse(args, clips, gen, selected) if args.reuse else None
     control = control_sentences(clips, pool)  # key -> the pool clip whose truth is least correlated
 

@@ -433,9 +433,9 @@ def new_record_stem(out: Path, name: str) -> Path:
 @functools.cache
 def file_sha256(path: Path) -> str:
     """The sha256 of a file (a model export: which weights a record measured), read once per process."""
-    import hashlib
+    from fantasytalking.loading.files import file_sha256 as sha256
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256(path)
 
 
 def commit() -> str:

@@ -49,6 +49,7 @@ from typing import Any
 
 from fantasytalking.demo import DEMO_GENERATION
 from fantasytalking.io import write_json_atomic
+from fantasytalking.loading.files import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "src" / "fantasytalking" / "assets" / "demo"
@@ -97,7 +98,6 @@ def ship_half_copies(sources: Mapping[str, Path], targets_path: Path | None, fol
     measured (its ``model_sha256``; a record without one is not checked). Copies are reproducible
     (``save_safetensors``), so a copy scored before (``--half-copies``) has the same sha256 as the one packaged.
     On a mismatch nothing is replaced."""
-    import hashlib
     import os
     import tempfile
 
@@ -109,7 +109,7 @@ def ship_half_copies(sources: Mapping[str, Path], targets_path: Path | None, fol
             half_copy(source, copies[name])
         if targets_path is not None and "model" in copies:
             record = json.loads(targets_path.read_text())
-            want, got = record.get("model_sha256"), hashlib.sha256(copies["model"].read_bytes()).hexdigest()
+            want, got = record.get("model_sha256"), file_sha256(copies["model"])
             if want is not None and want != got:
                 raise SystemExit(f"error: {targets_path} measured {record.get('model')}, not the float16 copy of "
                                  f"{sources['model']} (model_sha256 differs); score the copies that "
@@ -269,7 +269,6 @@ def package_motion_scale(stats_path: Path, targets_path: Path, card: dict[str, A
     (files written before ``save_safetensors`` sorted the metadata have it in a random order, so a refit would
     not reproduce their hash).
     The card records the fit under ``motion_request_scale``. On any mismatch nothing is replaced."""
-    import hashlib
     import tempfile
 
     import torch
@@ -282,7 +281,7 @@ def package_motion_scale(stats_path: Path, targets_path: Path, card: dict[str, A
     measured = {name: Path(targets[name]) for name in ("model", "stage1") if targets.get(name)}
     if "model" not in measured or not measured["model"].is_file():
         raise SystemExit(f"error: {targets_path} names no model file that exists ({targets.get('model')})")
-    if hashlib.sha256(measured["model"].read_bytes()).hexdigest() != targets.get("model_sha256"):
+    if file_sha256(measured["model"]) != targets.get("model_sha256"):
         raise SystemExit(f"error: {measured['model']} changed since {targets_path} was measured (model_sha256)")
     table = None
     with tempfile.TemporaryDirectory(dir=ASSETS) as tmp:

@@ -135,6 +135,14 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     assert [r["name"] for r in merged["rows"]] == names and merged["checks"] == report["checks"]
     assert all(("measured" in r) == (r["name"] != reference["name"]) for r in merged["rows"])
     assert merged["rows"][0]["per_clip"] == report["rows"][0]["per_clip"]
+    # --skip is the complement of --only: every row but those skipped re-run, the skipped ones reused
+    others = [k for k in script.ROW_KEYS if k != "reference"]
+    assert script.main([*command[2:], "--skip", *others, "--reuse", str(path)]) == 0
+    (skipped_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path}
+    skipped = json.loads(skipped_path.read_text())
+    assert [r["name"] for r in skipped["rows"]] == names
+    assert [("measured" in r) for r in skipped["rows"]] == [("measured" in r) for r in merged["rows"]]
+    skipped_path.unlink(), skipped_path.with_suffix(".md").unlink()
     with pytest.raises(SystemExit, match="another model or generation settings"):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match=r"measured at motion gain 2\.0, not 1\.0"):  # motion rows of another gain

@@ -218,6 +218,14 @@ def test_cli_demo_refuses_a_negative_motion_gain_and_writes_nothing(demo_dir, tm
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
+def test_cli_demo_refuses_a_negative_face_scale_and_writes_nothing(demo_dir, tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--demo-dir", str(demo_dir), "--face-scale", "-1", "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "face scale must be a finite number >= 0" in err[0]
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_incomplete_demo_folder_names_the_missing_file(demo_dir, tmp_path, capsys):
     broken = tmp_path / "demo"
     shutil.copytree(demo_dir, broken)

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--body-motion", type=float, default=None, help="body motion intensity in [0, 1]")
     demo.add_argument("--motion-gain", type=float, default=None,
                       help="strength of the requested motion (default: the demo's; 1 is as trained)")
+    demo.add_argument("--face-scale", type=float, default=None,
+                      help="weight of the face (identity) branch (default: as trained, 0.5; 0 = off; docs/demo.md)")
     demo.add_argument("--segment-frames", type=int, default=None,
                       help="make the speech from clips of this many frames (4k+1, e.g. 17, the training length), "
                       "each continuing the last (default: the demo's, 0: one clip; docs/demo.md)")
@@ -246,6 +248,8 @@ def _demo(args: argparse.Namespace) -> Path:
         settings["motion_gain"] = args.motion_gain
     if args.segment_frames is not None:
         settings["segment_frames"] = args.segment_frames
+    if args.face_scale is not None:
+        settings["face_scale"] = args.face_scale
     result = pipe(image, args.audio or bundled_audio, seed=args.seed, face_motion=args.face_motion,
                   body_motion=args.body_motion, progress=not args.quiet, **settings)  # fmt: skip
     for line in result.settings.notes:

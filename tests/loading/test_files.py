@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from fantasytalking.loading.files import save_safetensors
+from fantasytalking.loading.files import file_sha256, save_safetensors
 
 WRITE = r"""
 import sys, torch
@@ -74,3 +74,15 @@ def test_a_header_of_another_length_is_rewritten_with_the_data_moved(tmp_path):
     padded.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + size :])
     _sort_metadata(padded)
     assert padded.read_bytes() == data  # the canonical bytes, the data moved with the header
+
+
+def test_file_sha256_reads_in_pieces_and_names_the_bytes(tmp_path):
+    path = tmp_path / "x.bin"
+    data = bytes(range(256)) * 41 + b"tail"  # not a multiple of the piece size
+    path.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    assert file_sha256(path) == file_sha256(str(path), chunk=1000) == file_sha256(path, chunk=len(data)) == want
+    path.write_bytes(data[:-1])
+    assert file_sha256(path) != want
+    with pytest.raises(FileNotFoundError):
+        file_sha256(tmp_path / "missing.bin")

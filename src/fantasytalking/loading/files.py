@@ -6,6 +6,7 @@ Every failure to read a file (absent, truncated, corrupt, wrong format) becomes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,15 @@ def _broken(path: Path, err: BaseException) -> WeightsError:
     if len(reason) > 120:  # torch's zip errors run to several sentences: keep the first
         reason = reason.split(". ")[0][:120]
     return WeightsError(f"cannot read weight file {path} ({reason}): it is truncated or corrupt; re-download it.")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (hex), read in ``chunk``-byte pieces: which weights a record measured."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
