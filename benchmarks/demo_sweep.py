@@ -31,7 +31,8 @@ from variants import heldout_clips  # noqa: E402
 
 #: Settings the sweep can vary, with their type (the rest of the generation stays the demo's).
 SETTINGS = {"audio_cfg": float, "prompt_cfg": float, "num_inference_steps": int, "segment_frames": int,
-            "shift": float, "motion_gain": float, "face_scale": float}  # fmt: skip
+            "shift": float, "motion_gain": float, "face_scale": float,
+            "pin_first_frame": lambda v: bool(int(v))}  # fmt: skip
 KEYS = ("lipsync", "closed_in_long_silence", "identity_error", "head_motion")
 
 

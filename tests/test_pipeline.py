@@ -299,3 +299,26 @@ def test_failed_save_with_overwrite_keeps_the_old_video_and_sidecar(tmp_path):
         FantasyTalkingPipeline.save(fake, output, tmp_path / "out.mp4", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.mp4"]
     assert (tmp_path / "out.mp4").read_bytes() == b"old video" and (tmp_path / "out.json").read_text() == "old json"
+
+
+def test_pin_first_frame_ends_on_the_portraits_latent_whatever_the_noise(pipe, inputs):
+    """pin_first_frame: latent frame 0 is held on the portrait's latent (noised to each step), so two seeds end
+    on the same frame-0 latent, the condition's own, while the other frames differ; off, frame 0 differs too."""
+    captured: list[torch.Tensor] = []
+    decode = pipe.decode
+    pipe.decode = lambda latents: (captured.append(latents.clone()), decode(latents))[1]
+    encode = pipe.encode_condition
+    conditions: list[torch.Tensor] = []
+    pipe.encode_condition = lambda *a, **k: (conditions.append(encode(*a, **k)), conditions[-1])[1]
+    try:
+        pinned = [pipe(inputs["image"], inputs["audio"], pin_first_frame=True, **{**FAST, "seed": s}) for s in (1, 2)]
+        free = [pipe(inputs["image"], inputs["audio"], **{**FAST, "seed": s}) for s in (1, 2)]
+    finally:
+        del pipe.decode, pipe.encode_condition
+    z = captured[0].shape[1]
+    portrait = conditions[0][:, -z:, :1]  # (1, z, 1, h, w): the portrait's normalised latent
+    torch.testing.assert_close(captured[0][:, :, :1], portrait.to(captured[0].dtype))
+    assert torch.equal(captured[0][:, :, :1], captured[1][:, :, :1])
+    assert not torch.equal(captured[0][:, :, 1:], captured[1][:, :, 1:])
+    assert not torch.equal(captured[2][:, :, :1], captured[3][:, :, :1])
+    assert pinned[0].settings.pin_first_frame and not free[0].settings.pin_first_frame

@@ -62,6 +62,7 @@ class GenerationSettings:
     body_motion: float | None = None
     motion_gain: float = 1.0  # inference-time strength of the requested motion (1: as trained; docs/design.md)
     face_scale: float | None = None  # weight of the face branch (None: the conditioner's own, l2 = 0.5 in the paper)
+    pin_first_frame: bool = False  # hold latent frame 0 on the portrait's latent, noised to each step (our addition)
     # resolved from the inputs
     width: int = 0
     height: int = 0
@@ -369,6 +370,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         body_motion: float | None = None,
         motion_gain: float = 1.0,
         face_scale: float | None = None,
+        pin_first_frame: bool = False,
         batch_passes: bool = False,
         segment_frames: int | None = None,
         face_image: Any = None,
@@ -399,6 +401,10 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             face_scale: weight of the face (identity) branch in every block, the paper's ``l2``; None: the face
                 conditioner's own (0.5 as trained), 0 switches the branch off. Only for weights with a face
                 conditioner.
+            pin_first_frame: after every Euler step, set latent frame 0 to the portrait's latent noised to the
+                next step's level, ``(1 - sigma) * z0 + sigma * noise0`` (the noise it started from), so the
+                clip ends on the portrait's exact latent. Our addition (off in the release, which gives the
+                portrait only through the condition ``y``); docs/design.md.
             batch_passes: run a step's guidance passes as one batch (fewer, larger kernels; more
                 activation memory). Same result up to floating-point rounding.
             segment_frames: generate longer speech as consecutive clips of this many frames (4k+1), each
@@ -416,6 +422,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             max_edge=max_edge, fps=fps, max_frames=max_frames, prompt_cfg=prompt_cfg, audio_cfg=audio_cfg,
             audio_scale=audio_scale, audio_guidance_steps=audio_guidance_steps, shift=shift, seed=seed,
             face_motion=face_motion, body_motion=body_motion, motion_gain=motion_gain, face_scale=face_scale,
+            pin_first_frame=bool(pin_first_frame),
         )
         if face_scale is not None:
             if "face" not in self.conditioning:
@@ -562,10 +569,23 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         guidance = GuidanceConfig(prompt_cfg=settings.prompt_cfg, audio_cfg=settings.audio_cfg,
                                   audio_steps=settings.audio_guidance_steps)  # fmt: skip
         sigmas = flow_match_sigmas(settings.num_inference_steps, settings.shift)
+        pin = None
+        if settings.pin_first_frame:
+            z0, noise0 = y[:, -noise.shape[1] :, :1].float(), noise[:, :, :1].clone()  # (1, z, 1, h, w) each
+
+            def pin(latents: torch.Tensor, sigma: float) -> None:  # in place, after a step to level sigma
+                latents[:, :, :1] = ((1.0 - sigma) * z0 + sigma * noise0).to(latents.dtype)
+
         with self.progress_bar(total=settings.num_inference_steps) as bar:
             model_fn = (guided_model_fn(None, guidance, predict_batched=predict_batched) if batch_passes
                         else guided_model_fn(predict, guidance))  # fmt: skip
-            latents = sample_euler(model_fn, noise, sigmas, callback=lambda *_: bar.update())
+
+            def after_step(step: int, latents: torch.Tensor) -> None:
+                if pin is not None:
+                    pin(latents, float(sigmas[step + 1]))
+                bar.update()
+
+            latents = sample_euler(model_fn, noise, sigmas, callback=after_step)
         return self.decode(latents)
 
     # ------------------------------------------------------------------ output
