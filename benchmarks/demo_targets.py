@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"measure only these rows ({', '.join(ROW_KEYS)}); with --reuse the others come from there")
     p.add_argument("--skip", nargs="+", choices=ROW_KEYS, default=[], metavar="ROW",
                    help="measure every row (or every --only row) but these, e.g. --skip drift (the drifted-reference "
-                   "rows: 3 of them with --ablation); with --reuse they come from there")  # fmt: skip
+                   "rows: 3 of them with --ablation); with --reuse they come from there; not with --reference-only")  # fmt: skip
     p.add_argument("--reuse", type=Path, default=None,
                    help="an earlier demo-targets-*.json of the same model and settings: the rows not re-run")
     p.add_argument("--reference-only", action="store_true",
@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = dict(num_inference_steps=args.steps, max_edge=DEMO_GENERATION["max_edge"], fps=23, max_frames=args.frames,
                prompt_cfg=1.0, audio_cfg=args.audio_cfg, segment_frames=args.segment_frames, seed=0, progress=False)  # fmt: skip
     selected = (set(args.only) if args.only else set(ROW_KEYS)) - set(args.skip)
+    if not selected and args.reuse is None and not args.reference_only:
+        raise SystemExit("demo_targets: --only/--skip leave no row to measure; drop a --skip or add --reuse.")
     reuse = load_reuse(args, clips, gen, selected) if args.reuse else None
     control = control_sentences(clips, pool)  # key -> the pool clip whose truth is least correlated
 
@@ -579,7 +581,7 @@ def vae_sha256(folder: Path) -> str | None:
 
 def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any],
                selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The rows of ``--reuse`` that are not re-run (``selected``: the ``--only`` keys), each stamped with the date
+    """The rows of ``--reuse`` that are not re-run (``selected``: the ``--only`` keys less the ``--skip`` ones), each stamped with the date
     and commit it was measured at; exits on a mismatch."""
     try:
         old = json.loads(args.reuse.read_text())

@@ -142,7 +142,10 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     skipped = json.loads(skipped_path.read_text())
     assert [r["name"] for r in skipped["rows"]] == names
     assert [("measured" in r) for r in skipped["rows"]] == [("measured" in r) for r in merged["rows"]]
-    skipped_path.unlink(), skipped_path.with_suffix(".md").unlink()
+    skipped_path.unlink()
+    skipped_path.with_suffix(".md").unlink()
+    with pytest.raises(SystemExit, match="leave no row to measure"):
+        script.main([*command[2:], "--only", "drift", "--skip", "drift"])
     with pytest.raises(SystemExit, match="another model or generation settings"):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match=r"measured at motion gain 2\.0, not 1\.0"):  # motion rows of another gain

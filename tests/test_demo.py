@@ -214,7 +214,7 @@ def test_cli_demo_refuses_a_negative_motion_gain_and_writes_nothing(demo_dir, tm
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--demo-dir", str(demo_dir), "--motion-gain", "-1", "--output", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "motion gain must be a finite number >= 0" in err[0]
+    assert len(err) == 1 and "--motion-gain must be a finite number >= 0" in err[0]
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
@@ -222,7 +222,7 @@ def test_cli_demo_refuses_a_negative_face_scale_and_writes_nothing(demo_dir, tmp
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--demo-dir", str(demo_dir), "--face-scale", "-1", "--output", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "face scale must be a finite number >= 0" in err[0]
+    assert len(err) == 1 and "--face-scale must be a finite number >= 0" in err[0]
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 

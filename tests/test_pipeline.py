@@ -212,7 +212,7 @@ def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, in
     with pytest.raises(InputError, match=r"no face found in face_image \(an image object\)"):
         full(inputs["image"], inputs["audio"], face_image=noise, **FAST)
     # face_scale: the branch weight l2 (None: the conditioner's own, 0.5), 0 switches the identity tokens off
-    assert own.settings.face_scale is None and face.scale == 0.5
+    assert own.settings.face_scale == 0.5 == face.scale  # the weight used, in the JSON sidecar
     as_trained = full(inputs["image"], inputs["audio"], face_scale=0.5, **FAST)
     off = full(inputs["image"], inputs["audio"], face_scale=0.0, **FAST)
     strong = full(inputs["image"], inputs["audio"], face_scale=1.5, **FAST)
@@ -221,7 +221,8 @@ def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, in
     assert not np.array_equal(strong.frames, off.frames)
     face.scale = 0.0  # the conditioner switched off, as demo_targets.py's face-off row does
     try:
-        assert np.array_equal(full(inputs["image"], inputs["audio"], **FAST).frames, off.frames)
+        switched_off = full(inputs["image"], inputs["audio"], **FAST)
+        assert np.array_equal(switched_off.frames, off.frames) and switched_off.settings.face_scale == 0.0
     finally:
         face.scale = 0.5
     for bad in (-0.1, float("nan")):

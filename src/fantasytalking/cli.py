@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,6 +234,9 @@ def _demo(args: argparse.Namespace) -> Path:
     ftio.load_audio(args.audio or bundled_audio)
     if args.steps is not None and args.steps < 1:  # before the model is loaded
         raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
+    for flag, value in (("--face-scale", args.face_scale), ("--motion-gain", args.motion_gain)):
+        if value is not None and not (math.isfinite(value) and value >= 0):  # before the model is loaded
+            raise FantasyTalkingError(f"{flag} must be a finite number >= 0, got {value}.")
     start = time.perf_counter()
     pipe = load_demo(args.demo_dir)
     ftio.check_image_size(image, min_side=pipe.min_image_side, path=args.image)  # before the domain note

@@ -61,7 +61,8 @@ class GenerationSettings:
     face_motion: float | None = None  # motion intensities (paper: 0.1 subtle, 0.5 natural, 1.0 intense)
     body_motion: float | None = None
     motion_gain: float = 1.0  # inference-time strength of the requested motion (1: as trained; docs/design.md)
-    face_scale: float | None = None  # weight of the face branch (None: the conditioner's own, l2 = 0.5 in the paper)
+    face_scale: float | None = None  # weight of the face branch (None: the conditioner's own, l2 = 0.5 in the paper;
+    # recorded as the weight used when the weights have a face conditioner)
     pin_first_frame: bool = False  # hold latent frame 0 on the portrait's latent, noised to each step (our addition)
     # resolved from the inputs
     width: int = 0
@@ -329,6 +330,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             rgb = np.asarray(image.convert("RGB"))
             _, landmarks = detect_face_landmarks(rgb)  # NoFaceError (an InputError) when there is none
             inputs["face"] = {"features": self.conditioning["face"].embed(rgb, landmarks)}
+            if settings.face_scale is None:  # the weight used, as recorded: the conditioner's own
+                settings.face_scale = float(self.conditioning["face"].scale)
         wanted = (settings.face_motion, settings.body_motion)
         if "motion" in self.conditioning:
             motion = self.conditioning["motion"]
