@@ -130,21 +130,15 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(case, weights, files, tmp
     assert list(out.parent.iterdir()) == []
 
 
-def test_motion_gain_needs_a_motion_conditioner(weights, files, tmp_path, capsys):
+@pytest.mark.parametrize(("flag", "value", "needle"), [("--motion-gain", "2", "no motion conditioner"),
+                                                       ("--face-scale", "1", "no face conditioner")])
+def test_conditioner_flags_need_their_conditioner(flag, value, needle, weights, files, tmp_path, capsys):
+    """The release's weights have neither a motion nor a face conditioner: their flags fail in one line."""
     out = tmp_path / "out" / "x.mp4"
     out.parent.mkdir()
     code, _, err = run(["--weights", str(weights), "--image", str(files["image"]), "--audio", str(files["audio"]),
-                        "--output", str(out), "--motion-gain", "2", *FAST], capsys)  # fmt: skip
-    assert code == 2 and err.count("\n") == 1 and "no motion conditioner" in err and "--motion-gain" in err, err
-    assert list(out.parent.iterdir()) == []
-
-
-def test_face_scale_needs_a_face_conditioner(weights, files, tmp_path, capsys):
-    out = tmp_path / "out" / "x.mp4"
-    out.parent.mkdir()
-    code, _, err = run(["--weights", str(weights), "--image", str(files["image"]), "--audio", str(files["audio"]),
-                        "--output", str(out), "--face-scale", "1", *FAST], capsys)  # fmt: skip
-    assert code == 2 and err.count("\n") == 1 and "no face conditioner" in err and "--face-scale" in err, err
+                        "--output", str(out), flag, value, *FAST], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and needle in err and flag in err, err
     assert list(out.parent.iterdir()) == []
 
 

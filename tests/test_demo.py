@@ -210,19 +210,12 @@ def test_cli_demo_refuses_a_too_small_image_in_one_line_before_any_note(demo_dir
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
-def test_cli_demo_refuses_a_negative_motion_gain_and_writes_nothing(demo_dir, tmp_path, capsys):
+@pytest.mark.parametrize(("flag", "value"), [("--motion-gain", "-1"), ("--face-scale", "-1"), ("--face-scale", "nan")])
+def test_cli_demo_refuses_a_bad_gain_or_face_scale_and_writes_nothing(flag, value, demo_dir, tmp_path, capsys):
     out = tmp_path / "demo.mp4"
-    assert main(["demo", "--demo-dir", str(demo_dir), "--motion-gain", "-1", "--output", str(out), "--quiet"]) == 2
+    assert main(["demo", "--demo-dir", str(demo_dir), flag, value, "--output", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--motion-gain must be a finite number >= 0" in err[0]
-    assert not out.exists() and not out.with_suffix(".json").exists()
-
-
-def test_cli_demo_refuses_a_negative_face_scale_and_writes_nothing(demo_dir, tmp_path, capsys):
-    out = tmp_path / "demo.mp4"
-    assert main(["demo", "--demo-dir", str(demo_dir), "--face-scale", "-1", "--output", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--face-scale must be a finite number >= 0" in err[0]
+    assert len(err) == 1 and f"{flag} must be a finite number >= 0" in err[0]
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
