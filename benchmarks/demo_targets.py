@@ -370,13 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     def face_off_row(name: str = FACE_OFF_ROW, **extra: Any) -> None:
         if full is None or "face" not in full.conditioning:
             return
-        face = full.conditioning["face"]
-        scale = face.scale
-        face.scale = 0.0  # the face branch contributes nothing: the model without its face conditioner
-        try:
-            row(name, full, lambda c: own[c["key"]], clips, **extra)
-        finally:
-            face.scale = scale
+        # the face branch contributes nothing: the model without its face conditioner
+        row(name, full, lambda c: own[c["key"]], clips, face_scale=0.0, **extra)
 
     def drift_rows() -> None:
         """Each clip's portrait colour-drifted as the first frame, the face conditioner given the true portrait:

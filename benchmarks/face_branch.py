@@ -100,24 +100,19 @@ def generate(pipe: Any, clip: dict[str, Any], gen: dict[str, Any], *, image: boo
     import torch
     from PIL import Image
 
-    conditioner = pipe.conditioning["face"]
-    scale = conditioner.scale
     encode_condition, encode_image = pipe.encode_condition, pipe.encode_image
 
     def withheld(encode: Any) -> Any:  # training's image dropout: y and the CLIP tokens set to zero
         return lambda *a, **k: torch.zeros_like(encode(*a, **k))
 
     lm = clip["landmarks"]
-    conditioner.scale = scale if face else 0.0  # 0: the branch contributes nothing
-    try:
-        with (
-            mock.patch.object(pipe, "encode_condition", encode_condition if image else withheld(encode_condition)),
-            mock.patch.object(pipe, "encode_image", encode_image if image else withheld(encode_image)),
-            mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)),
-        ):
-            return pipe(Image.fromarray(clip["image"]), clip["audio"], **gen).frames
-    finally:
-        conditioner.scale = scale
+    off = {} if face else {"face_scale": 0.0}  # 0: the branch contributes nothing
+    with (
+        mock.patch.object(pipe, "encode_condition", encode_condition if image else withheld(encode_condition)),
+        mock.patch.object(pipe, "encode_image", encode_image if image else withheld(encode_image)),
+        mock.patch("fantasytalking.face.detect_face_landmarks", lambda rgb, _lm=lm: (None, _lm)),
+    ):
+        return pipe(Image.fromarray(clip["image"]), clip["audio"], **gen, **off).frames
 
 
 def token_spread(pipe: Any, clips: list[dict[str, Any]]) -> dict[str, float]:

@@ -572,20 +572,16 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         guidance = GuidanceConfig(prompt_cfg=settings.prompt_cfg, audio_cfg=settings.audio_cfg,
                                   audio_steps=settings.audio_guidance_steps)  # fmt: skip
         sigmas = flow_match_sigmas(settings.num_inference_steps, settings.shift)
-        pin = None
-        if settings.pin_first_frame:
-            z0, noise0 = y[:, -noise.shape[1] :, :1].float(), noise[:, :, :1].clone()  # (1, z, 1, h, w) each
-
-            def pin(latents: torch.Tensor, sigma: float) -> None:  # in place, after a step to level sigma
-                latents[:, :, :1] = ((1.0 - sigma) * z0 + sigma * noise0).to(latents.dtype)
+        z0, noise0 = y[:, -noise.shape[1] :, :1].float(), noise[:, :, :1].clone()  # (1, z, 1, h, w): frame 0
 
         with self.progress_bar(total=settings.num_inference_steps) as bar:
             model_fn = (guided_model_fn(None, guidance, predict_batched=predict_batched) if batch_passes
                         else guided_model_fn(predict, guidance))  # fmt: skip
 
             def after_step(step: int, latents: torch.Tensor) -> None:
-                if pin is not None:
-                    pin(latents, float(sigmas[step + 1]))
+                if settings.pin_first_frame:  # in place: frame 0 on its flow-matching path at the new level
+                    sigma = float(sigmas[step + 1])
+                    latents[:, :, :1] = ((1.0 - sigma) * z0 + sigma * noise0).to(latents.dtype)
                 bar.update()
 
             latents = sample_euler(model_fn, noise, sigmas, callback=after_step)
