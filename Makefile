@@ -23,7 +23,7 @@ lint: setup
 	$(BIN)/ruff check src tests examples benchmarks
 
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site   # not --quiet: it hides the warnings --strict counts
 
 pytest: setup
 	$(BIN)/python -m pytest -q

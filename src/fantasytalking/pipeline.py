@@ -165,10 +165,13 @@ class FantasyTalkingPipeline(DiffusionPipeline):
         Args:
             weights: a folder with ``Wan2.1-I2V-14B-720P`` (original or ``-Diffusers`` layout),
                 ``wav2vec2-base-960h`` and ``fantasytalking_model.ckpt`` (see docs/weights.md).
-            wan, wav2vec, fantasytalking: explicit paths or hub names, overriding ``weights``.
+            wan: explicit path or hub name of the Wan model, overriding ``weights``.
+            wav2vec: explicit path or hub name of wav2vec2, overriding ``weights``.
+            fantasytalking: explicit path or hub name of ``fantasytalking_model.ckpt``, overriding ``weights``.
             conditioning: trained conditioning weights exported by ``examples/finetune.py`` (audio,
                 and face / motion / LoRA when trained with them), loaded over the release's audio weights.
-            device, dtype: where the models go (``torch.bfloat16`` on a GPU).
+            device: where the models go.
+            dtype: their dtype (``torch.bfloat16`` on a GPU).
             local_files_only: False lets hub names download (needs a network).
         """
         from fantasytalking.loading import build_pipeline_components, resolve_weights

@@ -478,7 +478,8 @@ class TalkingClipDataModule(L.LightningDataModule):
         resampled: draw training shards with replacement forever (for multi-node runs whose shard count does not
             divide evenly); then ``epoch_length`` (batches per epoch per process) is required.
         epoch_length: batches per training epoch per process when ``resampled``.
-        pin_memory, persistent_workers: passed to the DataLoaders.
+        pin_memory: passed to the DataLoaders.
+        persistent_workers: passed to the DataLoaders.
     """
 
     def __init__(

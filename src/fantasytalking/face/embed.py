@@ -73,7 +73,8 @@ class ArcFaceEncoder:
     Args:
         path: TorchScript file (``torch.jit.save``) or a whole pickled module (``torch.save(model)``; loaded with
             ``weights_only=False``, so only use files you trust).
-        device, dtype: where to run it (from the caller).
+        device: where to run it (from the caller).
+        dtype: its dtype (from the caller).
         size: side of the aligned input crop (112 for the standard ArcFace models).
     """
 

@@ -51,7 +51,8 @@ def lip_mask(
     Args:
         landmarks: ``(N, 68, 2)`` or ``(68, 2)`` pixel ``(x, y)`` in the frames the mask is for. A frame whose
             lip points are not finite gets an empty mask.
-        height, width: mask size (the frames' size).
+        height: mask height (the frames' height).
+        width: mask width (the frames' width).
         margin: dilation radius as a fraction of the mouth width (corner-to-corner distance).
         min_margin_px: smallest dilation radius in pixels.
 

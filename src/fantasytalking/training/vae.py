@@ -233,7 +233,9 @@ class WanVAETrainer(pl.LightningModule):
 
     Args:
         vae_config: ``AutoencoderKLWan`` constructor arguments (default: the demo preset's ``DEMO_VAE``).
-        lr, weight_decay, betas: AdamW.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay.
+        betas: AdamW's betas.
         mse_weight: weight of the squared error added to the L1 reconstruction loss.
         kl_weight: weight of the per-element KL to ``N(0, I)``.
         mouth_weight: weight of the reconstruction terms over the lip mask (0: none; the batches then need no
