@@ -59,7 +59,9 @@ class FaceConditioner(Conditioner):
         face_dim: width ``E`` of the face features (128 for dlib, 512 for ArcFace).
         dim: width ``C`` of the identity tokens (and of the Q-Former).
         num_queries: number ``Q`` of identity tokens.
-        num_layers, num_heads, ff_mult: Q-Former size.
+        num_layers: Q-Former layers.
+        num_heads: Q-Former attention heads.
+        ff_mult: Q-Former feed-forward width as a multiple of ``dim``.
         feature_tokens: keys ``T`` the Q-Former reads per face feature vector (``input_proj`` gives ``T * C``).
             With 1 (the default) a single dlib/ArcFace vector is one key beside the ``Q`` queries the queries also
             attend to, and on the demo the tokens came out nearly the same for every face (docs/design.md).

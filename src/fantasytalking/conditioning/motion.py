@@ -69,7 +69,8 @@ class MotionConditioner(Conditioner):
         hidden_dim: width of the embedding network.
         num_frequencies: Fourier features per intensity (``sin``/``cos`` of ``2^k * pi * x``).
         default: intensities used when none are given (0.5, 0.5).
-        raw_low, raw_high: dataset statistics, raw intensities mapped to 0 and 1 by :meth:`normalise`.
+        raw_low: dataset statistic, the raw intensities mapped to 0 by :meth:`normalise`.
+        raw_high: dataset statistic, the raw intensities mapped to 1 by :meth:`normalise`.
         request_scale: ``(K + 1, 2)`` labels (face, body) at the requests ``k / K``, non-decreasing, in ``[0, 1]``
             (see the module docstring); None: a request is its label.
         guided: whether guidance switches the motion off (see the module docstring).

@@ -74,7 +74,7 @@ class ArcFaceEncoder:
         path: TorchScript file (``torch.jit.save``) or a whole pickled module (``torch.save(model)``; loaded with
             ``weights_only=False``, so only use files you trust).
         device: where to run it (from the caller).
-        dtype: its dtype (from the caller).
+        dtype: its dtype (from the caller; None: float32).
         size: side of the aligned input crop (112 for the standard ArcFace models).
     """
 
