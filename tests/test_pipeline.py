@@ -228,6 +228,8 @@ def test_face_image_gives_the_face_conditioner_another_portrait(tiny_weights, in
     for bad in (-0.1, float("nan")):
         with pytest.raises(InputError, match="face scale must be a finite number >= 0"):
             full(inputs["image"], inputs["audio"], face_scale=bad, **FAST)
+        with pytest.raises(InputError, match=r"motion gain must be a finite number >= 0 \(1: as trained\), got"):
+            full(inputs["image"], inputs["audio"], motion_gain=bad, **FAST)  # refused before any input is read
 
 
 def test_face_image_needs_a_face_conditioner(pipe, inputs):

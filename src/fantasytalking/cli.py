@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fantasytalking.errors import FantasyTalkingError
+from fantasytalking.errors import FantasyTalkingError, non_negative
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -235,8 +234,8 @@ def _demo(args: argparse.Namespace) -> Path:
     if args.steps is not None and args.steps < 1:  # before the model is loaded
         raise FantasyTalkingError(f"--steps must be at least 1, got {args.steps}.")
     for flag, value in (("--face-scale", args.face_scale), ("--motion-gain", args.motion_gain)):
-        if value is not None and not (math.isfinite(value) and value >= 0):  # before the model is loaded
-            raise FantasyTalkingError(f"{flag} must be a finite number >= 0, got {value}.")
+        if value is not None:  # before the model is loaded
+            non_negative(value, flag)
     start = time.perf_counter()
     pipe = load_demo(args.demo_dir)
     ftio.check_image_size(image, min_side=pipe.min_image_side, path=args.image)  # before the domain note

@@ -27,7 +27,7 @@ from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
 from fantasytalking import io as ftio
 from fantasytalking.conditioning import AudioConditioner, ConditioningStack, num_latent_frames
-from fantasytalking.errors import InputError
+from fantasytalking.errors import InputError, non_negative
 from fantasytalking.models import BranchInput, FantasyTalkingTransformer
 from fantasytalking.sampling import GuidanceConfig, flow_match_sigmas, guided_model_fn, sample_euler
 
@@ -342,9 +342,7 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             values = [default[i] if v is None else float(v) for i, v in enumerate(wanted)]
             if not all(0.0 <= v <= 1.0 for v in values):
                 raise InputError(f"motion intensities must be in [0, 1], got face {values[0]} and body {values[1]}.")
-            gain = float(settings.motion_gain)
-            if not (math.isfinite(gain) and gain >= 0):
-                raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
+            gain = float(settings.motion_gain)  # checked in __call__
             settings.face_motion, settings.body_motion = values  # the requests, as recorded
             inputs["motion"] = {"intensities": motion.labels(torch.tensor([values])), "gain": gain}  # (1, 2) labels
         elif any(v is not None for v in wanted) or settings.motion_gain != 1.0:
@@ -434,8 +432,8 @@ class FantasyTalkingPipeline(DiffusionPipeline):
             if "face" not in self.conditioning:
                 raise InputError("these weights have no face conditioner (the public release has only audio); "
                                  "drop face_scale / --face-scale or use weights trained with the face branch.")  # fmt: skip
-            if not (math.isfinite(face_scale) and face_scale >= 0):
-                raise InputError(f"face scale must be a finite number >= 0 (0: the face branch off), got {face_scale}.")
+            non_negative(face_scale, "face scale", "0: the face branch off")
+        non_negative(motion_gain, "motion gain", "1: as trained")
         if audio_guidance_steps is not None:
             first, last = audio_guidance_steps
             if not 0 <= first <= last < num_inference_steps:

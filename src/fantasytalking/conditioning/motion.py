@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from fantasytalking.conditioning.base import Condition, Conditioner
-from fantasytalking.errors import InputError
+from fantasytalking.errors import InputError, non_negative
 
 #: Order of the two intensities everywhere (datasets, CLI, this module).
 MOTION_NAMES = ("face", "body")
@@ -252,9 +252,7 @@ class MotionConditioner(Conditioner):
         Returns:
             ``time_embedding`` ``(B, D)``.
         """
-        gain = float(gain)
-        if not (math.isfinite(gain) and gain >= 0):
-            raise InputError(f"motion gain must be a finite number >= 0 (1: as trained), got {gain}.")
+        gain = non_negative(gain, "motion gain", "1: as trained")
         weight = self.mlp[0].weight
         if intensities is None:
             intensities = self.default_labels().to(weight.device).expand(batch_size, 2)
