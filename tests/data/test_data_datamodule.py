@@ -202,6 +202,20 @@ def test_setup_errors_are_clear(shard_dir, tmp_path):
     TalkingClipDataModule(lone, fields=("video",)).setup("fit")  # fine without motion
 
 
+def test_motion_stats_of_another_clip_length_warn(shard_dir, caplog):
+    """Raw motion grows with clip length: statistics of N-frame clips mis-scale the labels of other clips."""
+    stats = json.loads((shard_dir / fmt.STATS).read_text())
+    with caplog.at_level(logging.WARNING, logger="fantasytalking.data"):
+        TalkingClipDataModule(shard_dir, motion_stats={**stats, "clip_frames": [N]}).setup("fit")
+        assert not caplog.records  # the same length (and tables without clip_frames) pass quietly
+        TalkingClipDataModule(shard_dir, motion_stats={**stats, "clip_frames": [4 * N]}).setup("fit")
+    assert len(caplog.records) == 1 and f"{4 * N} frames" in caplog.text and f"{N}-frame clips" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fantasytalking.data"):  # no motion field, no labels
+        TalkingClipDataModule(shard_dir, fields=("video",), motion_stats={**stats, "clip_frames": [4 * N]}).setup("fit")
+    assert not caplog.records
+
+
 def test_collate():
     a = {"x": torch.zeros(2), "key": "a"}
     b = {"x": torch.ones(2), "key": "b"}

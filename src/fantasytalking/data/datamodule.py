@@ -584,6 +584,13 @@ class TalkingClipDataModule(L.LightningDataModule):
         stored, clip_fps = int(meta["num_frames"]), float(meta["fps"])
         if self.fps is not None and abs(self.fps - clip_fps) > 1e-3:
             raise InputError(f"the shards hold clips at {clip_fps:g} fps, not {self.fps:g}; set fps={clip_fps:g}")
+        lengths = (self.motion_stats or {}).get("clip_frames")
+        if "motion" in self.fields and lengths and stored not in lengths:
+            log.warning(
+                "the motion statistics were measured on clips of %s frames but these shards hold %d-frame clips: "
+                "raw motion grows with clip length, so the motion labels will be mis-scaled; pass the stats.json of "
+                "shards with %d-frame clips as motion_stats", "/".join(map(str, lengths)), stored, stored,
+            )  # fmt: skip
         if self.num_frames is not None and self.num_frames > stored:
             raise InputError(f"the shards hold {stored}-frame clips; set num_frames to {stored} or fewer")
         if "latents" in self.fields and self.num_frames not in (None, stored):

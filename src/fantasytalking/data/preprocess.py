@@ -376,6 +376,9 @@ def write_stats(out_dir: Path) -> dict[str, Any]:
     records = read_jsonl(out_dir / fmt.MANIFEST)
     stats = {
         "num_clips": len(records),
+        # raw motion grows with the clip's length (a variance over its frames), so a table only fits clips of the
+        # lengths it was measured on: the datamodule warns when it is used for shards of another length
+        "clip_frames": sorted({int(r["num_frames"]) for r in records if r.get("num_frames") is not None}),
         "face": intensity_stats(r["motion"]["face"] for r in records if "motion" in r),
         "body": intensity_stats(r["motion"]["body"] for r in records if "motion" in r),
         "normalisation": "clip((raw - p1) / (p99 - p1), 0, 1); 0.5 when p99 <= p1",
