@@ -207,6 +207,8 @@ def test_motion_stats_of_another_clip_length_warn(shard_dir, caplog):
     stats = json.loads((shard_dir / fmt.STATS).read_text())
     with caplog.at_level(logging.WARNING, logger="fantasytalking.data"):
         TalkingClipDataModule(shard_dir, motion_stats={**stats, "clip_frames": [N]}).setup("fit")
+        older = {k: v for k, v in stats.items() if k != "clip_frames"}
+        TalkingClipDataModule(shard_dir, motion_stats=older).setup("fit")
         assert not caplog.records  # the same length (and tables without clip_frames) pass quietly
         TalkingClipDataModule(shard_dir, motion_stats={**stats, "clip_frames": [4 * N]}).setup("fit")
     assert len(caplog.records) == 1 and f"{4 * N} frames" in caplog.text and f"{N}-frame clips" in caplog.text

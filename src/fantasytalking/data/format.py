@@ -8,7 +8,8 @@ A preprocessed dataset is a folder::
     rejections.jsonl   one line per dropped video or clip: {"source", "clip" (null: whole video), "key", "t0",
                        "reason" (a REASONS code), "detail" (one line)}
     stats.json         motion statistics over the manifest: {"face": {...}, "body": {...}, "num_clips",
-                       "clip_frames" (the clip lengths measured; since 2026-12-07), "normalisation"}; each of face/body holds count, min, max, mean, p1, p5, p50, p95, p99
+                       "clip_frames" (the clip lengths measured; since 2026-12-07), "normalisation"};
+                       each of face/body holds count, min, max, mean, p1, p5, p50, p95, p99
                        and "quantiles" (raw values at the levels k / 20, min to max; since 2026-12-06: the
                        motion conditioner's request scale)
     progress.jsonl     one line per finished input video (how a re-run knows what is done)
