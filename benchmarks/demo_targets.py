@@ -32,10 +32,11 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
   perfect model given the control sentence. ``--reference-only`` writes this row alone
   (seconds, no model) as ``demo-targets-reference-<date>``.
 
-``--only ROW... --reuse RECORD`` re-runs the named rows and takes every other row from an earlier record of the
-same model, clips and generation settings (each reused row keeps the date and commit it was measured at); the
-checks are computed over the merged rows. A record never overwrites another: a second run on one day is
-``<name>-<date>-2``.
+``--only ROW... --reuse RECORD...`` re-runs the named rows and takes every other row from earlier records of the
+same model, clips and generation settings (each reused row keeps the record, date and commit it was measured at;
+a row found in two of the records is refused rather than picked); the checks are computed over the merged rows.
+An ablation's rows are reused only beside the same ablation file (its sha256 where the record has one). A record
+never overwrites another: a second run on one day is ``<name>-<date>-2``.
 
 Identity error here is the mean over every 8th generated frame (``identity_error_over_frames``) (the first frame is the portrait itself, so it
 says nothing alone). SynthTalk faces at 96 px are below dlib's detection size: the clip's true first-frame
@@ -48,6 +49,7 @@ landmarks stand in for face detection, as in ``benchmarks/variants.py``.
         --stage1 runs/demo/stage1/conditioning.safetensors --vae runs/demo/vae --clips 32
     python benchmarks/demo_targets.py --clips 8 --motion-clips 4 --only another vae reference \\
         --reuse benchmarks/results/demo-targets-2026-12-02.json     # re-run three rows, keep the rest
+    python benchmarks/demo_targets.py --only own stage1 --reuse A.json B.json   # the other rows from two records
     python benchmarks/demo_targets.py --ablation runs/noface.safetensors --skip drift   # no drifted-reference rows
     python benchmarks/demo_targets.py --compare "A.json#ROW+B.json#ROW" "C.json#ROW+D.json#ROW"  # seeds pooled
 
@@ -57,6 +59,7 @@ Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -113,6 +116,12 @@ PAIRED_TARGETS = (
 CONFIDENCE = 0.95
 #: ``--only`` keys, in the order the rows run.
 ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "drift", "motion", "stage1", "vae", "reference")
+#: The rows each ``--only`` key measures.
+ROW_NAMES: dict[str, tuple[str, ...]] = {
+    "own": ("full model, own speech",), "silence": ("full model, silence",), "another": (ANOTHER_ROW,),
+    "face-off": (FACE_OFF_ROW,), "ablation": (ABLATION_ROW,), "drift": DRIFT_ROWS, "motion": MOTION_ROWS,
+    "stage1": (STAGE1_ROW,), "vae": (VAE_ROW,), "reference": (REFERENCE_ROW,),
+}  # fmt: skip
 
 
 def score(frames: np.ndarray, clip: dict[str, Any], fps: float, opening: np.ndarray | None = None) -> dict[str, Any]:
@@ -230,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="+", choices=ROW_KEYS, default=[], metavar="ROW",
                    help="measure every row (or every --only row) but these, e.g. --skip drift (the drifted-reference "
                    "rows: 3 of them with --ablation); with --reuse they come from there; not with --reference-only")  # fmt: skip
-    p.add_argument("--reuse", type=Path, default=None,
-                   help="an earlier demo-targets-*.json of the same model and settings: the rows not re-run")
+    p.add_argument("--reuse", type=Path, nargs="+", default=None, metavar="RECORD",
+                   help="earlier demo-targets-*.json records of the same model and settings: the rows not re-run "
+                   "(each row from at most one of them)")  # fmt: skip
     p.add_argument("--reference-only", action="store_true",
                    help="only score the held-out videos themselves (the measures' ceiling; no model is run)")
     p.add_argument("--compare", nargs=2, metavar=("LOWER", "HIGHER"), default=None,
@@ -248,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"frames": args.frames, "fps": 23}
     pool = heldout_clips(args.heldout, settings)  # every held-out clip: the candidates for control sentences
     clips = pool[: args.clips]
+    args.clips_sha256 = clips_sha256(clips)
     print(f"{len(clips)} held-out clips from {args.heldout}", flush=True)
     gen = dict(num_inference_steps=args.steps, max_edge=DEMO_GENERATION["max_edge"], fps=23, max_frames=args.frames,
                prompt_cfg=1.0, audio_cfg=args.audio_cfg, segment_frames=args.segment_frames, seed=0, progress=False)  # fmt: skip
@@ -337,18 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     model_keys = set(ROW_KEYS) - {"stage1", "reference"}  # the rows that run the full model (or its VAE)
     full = pipeline(args.model) if selected & model_keys else None
     own = {c["key"]: c["audio"] for c in clips}
-    plan: list[tuple[str, list[str], Any]] = [  # (--only key, row names, how to measure them)
-        ("own", ["full model, own speech"], lambda: row("full model, own speech", full, lambda c: own[c["key"]], clips)),
-        ("silence", ["full model, silence"],
-         lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
-        ("another", [ANOTHER_ROW], lambda: another_row(full)),
-        ("face-off", [FACE_OFF_ROW], lambda: face_off_row()),
-        ("ablation", [ABLATION_ROW], lambda: ablation_row()),
-        ("drift", list(DRIFT_ROWS), lambda: drift_rows()),
-        ("motion", list(MOTION_ROWS), lambda: motion_rows()),
-        ("stage1", [STAGE1_ROW], lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
-        ("vae", [VAE_ROW], lambda: vae_row(full)),
-        ("reference", [REFERENCE_ROW], reference_row),
+    plan: list[tuple[str, Any]] = [  # (--only key, how to measure its rows ROW_NAMES[key])
+        ("own", lambda: row("full model, own speech", full, lambda c: own[c["key"]], clips)),
+        ("silence", lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
+        ("another", lambda: another_row(full)),
+        ("face-off", lambda: face_off_row()),
+        ("ablation", lambda: ablation_row()),
+        ("drift", lambda: drift_rows()),
+        ("motion", lambda: motion_rows()),
+        ("stage1", lambda: row(STAGE1_ROW, pipeline(args.stage1), lambda c: own[c["key"]], clips)),
+        ("vae", lambda: vae_row(full)),
+        ("reference", reference_row),
     ]
 
     def motion_rows() -> None:
@@ -389,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             row(DRIFT_ABLATION_ROW, ablation_pipe(), lambda c: own[c["key"]], clips,
                 {**stamp, "model": str(args.ablation)}, first_of=first_of)  # fmt: skip
 
-    for key, names, measure in plan:
+    for key, measure in plan:
+        names = ROW_NAMES[key]
         if (key == "stage1" and not args.stage1.exists()) or (key == "ablation" and args.ablation is None):
             continue
         if key in selected:
@@ -576,46 +587,70 @@ def vae_sha256(folder: Path) -> str | None:
 
 def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any],
                selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The rows of ``--reuse`` that are not re-run (``selected``: the ``--only`` keys less the ``--skip`` ones), each stamped with the date
-    and commit it was measured at; exits on a mismatch."""
+    """The rows of the ``--reuse`` records that are not re-run (``selected``: the ``--only`` keys less the ``--skip``
+    ones), each stamped with the record, date and commit it was measured at; exits on a mismatch or on a row that two
+    of the records hold."""
+    out: dict[str, dict[str, Any]] = {}
+    source: dict[str, Path] = {}  # row name -> the --reuse record it comes from
+    for path in args.reuse:
+        for name, row in reuse_record(args, path, clips, gen, selected).items():
+            if name in out:
+                raise SystemExit(f"demo_targets: row {name!r} is in both --reuse {source[name]} and {path}; pass only "
+                                 "the record whose row should stand.")  # fmt: skip
+            out[name], source[name] = row, path
+    return out
+
+
+def reuse_record(args: argparse.Namespace, path: Path, clips: list[dict[str, Any]], gen: dict[str, Any],
+                 selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The reusable rows of one ``--reuse`` record (see :func:`load_reuse`)."""
     try:
-        old = json.loads(args.reuse.read_text())
+        old = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise SystemExit(f"demo_targets: cannot read --reuse {args.reuse} ({err}); pass a demo-targets-*.json record.") from None
+        raise SystemExit(f"demo_targets: cannot read --reuse {path} ({err}); pass a demo-targets-*.json record.") from None
     now = {k: v for k, v in gen.items() if k != "progress"}
     same_model = (old["model_sha256"] == file_sha256(args.model)) if old.get("model_sha256") else (
         old.get("model") == str(args.model))  # records before 2026-12-02's second run name the file only
     if old.get("vae_sha256") and old["vae_sha256"] != vae_sha256(args.vae):  # records before 2026-12-04 name no VAE
-        raise SystemExit(f"demo_targets: --reuse {args.reuse} was measured with another VAE ({old.get('vae')}); every "
+        raise SystemExit(f"demo_targets: --reuse {path} was measured with another VAE ({old.get('vae')}); every "
                          f"row decodes through it: re-run every row with --vae {args.vae}.")  # fmt: skip
     if old.get("generation") != now or not same_model:
-        raise SystemExit(f"demo_targets: --reuse {args.reuse} was measured with another model or generation settings "
+        raise SystemExit(f"demo_targets: --reuse {path} was measured with another model or generation settings "
                          f"({old.get('model')}, {old.get('generation')}); re-run every row instead.")  # fmt: skip
+    if args.ablation is not None and old.get("ablation_sha256") and args.ablation.exists():
+        same_ablation = old["ablation_sha256"] == file_sha256(args.ablation)  # the file, wherever it lies now
+    else:  # records before 2026-12-06 name the ablation's path only
+        same_ablation = None
     keys = [c["key"] for c in clips]
     out = {}
+    rerun = {name for key in selected for name in ROW_NAMES[key]}
     for r in old["rows"]:
-        if r["name"] in MOTION_ROWS and "motion" in selected:
+        if r["name"] in rerun:
             continue  # re-run: nothing of the old row is kept
         if r["name"] in MOTION_ROWS and float(r.get("motion_gain", 1.0)) != args.motion_gain:
-            raise SystemExit(f"demo_targets: the motion rows of --reuse {args.reuse} were measured at motion gain "
+            raise SystemExit(f"demo_targets: the motion rows of --reuse {path} were measured at motion gain "
                              f"{r.get('motion_gain', 1.0)}, not {args.motion_gain}; re-run them (--only motion) or "
                              "pass their --motion-gain.")  # fmt: skip
-        if r["name"] in DRIFT_ROWS and "drift" in selected:
-            continue
         if r["name"] in DRIFT_ROWS and float(r.get("drift_colour_std", -1)) != args.drift_colour_std:
-            raise SystemExit(f"demo_targets: the drifted-reference rows of --reuse {args.reuse} were measured at colour "
+            raise SystemExit(f"demo_targets: the drifted-reference rows of --reuse {path} were measured at colour "
                              f"std {r.get('drift_colour_std')}, not {args.drift_colour_std}; re-run them (--only drift) "
                              "or pass their --drift-colour-std.")  # fmt: skip
         if (r["name"] in (ABLATION_ROW, DRIFT_ABLATION_ROW) and args.ablation is not None and r.get("model")
-                and r["model"] != str(args.ablation)):  # fmt: skip
-            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} was measured with --ablation "
+                and (same_ablation is False or (same_ablation is None and r["model"] != str(args.ablation)))):  # fmt: skip
+            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {path} was measured with --ablation "
                              f"{r['model']}, not {args.ablation}; re-run it (--only ablation / drift) or pass that "
                              "--ablation.")  # fmt: skip
         expected = keys[: args.motion_clips] if r["name"] in MOTION_ROWS else keys
         if [c["key"] for c in r["per_clip"]] != expected:
-            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {args.reuse} scored other clips; "
+            raise SystemExit(f"demo_targets: row {r['name']!r} of --reuse {path} scored other clips; "
                              "pass the same --heldout, --clips and --motion-clips.")  # fmt: skip
-        out[r["name"]] = {**r, "measured": r.get("measured", {"date": old["date"], "commit": old["commit"]})}
+        measured = r.get("measured", {"date": old["date"], "commit": old["commit"], "record": path.name})
+        out[r["name"]] = {**r, "measured": measured}
+    # the same clip keys (checked above) in another rendering; records before 2026-12-07 have no digest
+    if old.get("heldout_sha256") and old["heldout_sha256"] != args.clips_sha256:
+        raise SystemExit(f"demo_targets: --reuse {path} scored other renderings of the held-out clips (heldout_sha256 "
+                         "differs: SynthTalk drawn again with other library versions or on another CPU); re-run every "
+                         "row on these clips.")  # fmt: skip
     return out
 
 
@@ -629,7 +664,8 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         "ablation": str(args.ablation) if args.ablation else None,
         "ablation_sha256": file_sha256(args.ablation) if args.ablation and args.ablation.exists() else None,
         "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
-        "heldout": str(args.heldout), "split": shards_split(args.heldout), "generation": {k: v for k, v in gen.items() if k != "progress"},
+        "heldout": str(args.heldout), "split": shards_split(args.heldout),
+        "heldout_sha256": getattr(args, "clips_sha256", None), "generation": {k: v for k, v in gen.items() if k != "progress"},
         "mouth_closed_threshold": __import__("fantasytalking.metrics.synthtalk", fromlist=["x"]).MOUTH_CLOSED_THRESHOLD,
         "targets": TARGETS, "checks": checks, "evidence": paired_evidence({r["name"]: r for r in rows}), "rows": rows,
         "motion_embedding": getattr(args, "motion_embedding", None),
@@ -639,9 +675,51 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
 
 
 def record_header() -> dict[str, Any]:
-    """Date, commit and device of a record made now."""
+    """Date, commit, device and environment of a record made now."""
     return {"date": dt.date.today().isoformat(), "commit": commit(),
-            "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"}  # fmt: skip
+            "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+            "environment": environment()}  # fmt: skip
+
+
+#: The packages a record's numbers can depend on beyond the commit (drawing, decoding, scoring).
+ENVIRONMENT_PACKAGES = ("torch", "numpy", "pillow", "scikit-image", "scipy", "diffusers", "dlib-bin", "av")
+
+
+def environment() -> dict[str, Any]:
+    """The CPU model and the versions of the packages (and of espeak-ng, which times SynthTalk's phonemes) that
+    a record's numbers can depend on: SynthTalk clips and float results are not bit-identical across them."""
+    import importlib.metadata as md
+    import subprocess
+
+    cpu = None
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)  # fmt: skip
+    versions: dict[str, str | None] = {}
+    for package in ENVIRONMENT_PACKAGES:
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    try:
+        done = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=10)
+        versions["espeak-ng"] = done.stdout.split(":", 1)[-1].split()[0] if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        versions["espeak-ng"] = None
+    return {"cpu": cpu or platform.processor() or None, "python": platform.python_version(), "packages": versions}
+
+
+def clips_sha256(clips: list[dict[str, Any]]) -> str:
+    """SHA-256 of the scored clips' content (key, frames, speech, landmarks, true opening), independent of how the
+    shards were packed: which renderings of the held-out clips a record scored."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for c in clips:
+        h.update(c["key"].encode())
+        for name in ("video", "audio", "landmarks", "truth_open"):
+            h.update(np.ascontiguousarray(c[name]).tobytes())
+    return h.hexdigest()
 
 
 def save_record(out: Path, prefix: str, report: dict[str, Any], text: str) -> int:
@@ -751,7 +829,8 @@ def table_rows(report: dict[str, Any]) -> list[str]:
     reused = [r for r in report["rows"] if r.get("measured")]
     if reused:
         lines.append("Rows taken from an earlier record (--reuse): " + "; ".join(
-            f"{r['name']} ({r['measured']['date']}, commit {r['measured']['commit']})" for r in reused) + ".")  # fmt: skip
+            f"{r['name']} ({r['measured'].get('record', 'an earlier record')}, {r['measured']['date']}, commit "
+            f"{r['measured']['commit']})" for r in reused) + ".")  # fmt: skip
     return lines
 
 

@@ -430,9 +430,15 @@ def new_record_stem(out: Path, name: str) -> Path:
     return stem
 
 
-@functools.cache
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file (a model export: which weights a record measured), read once per process."""
+    """The sha256 of a file (a model export: which weights a record measured), read once per process for each
+    version of the file (its size and modification time: a file replaced at the same path is read again)."""
+    stat = Path(path).stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     from fantasytalking.loading.files import file_sha256 as sha256
 
     return sha256(path)

@@ -154,6 +154,15 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
         script.main([*command[2:], "--drift-colour-std", "0.3", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match="scored other clips"):  # rows of 2 clips do not stand for 1
         script.main([*command[2:], "--clips", "1", "--only", "reference", "--reuse", str(path)])
+    # the record names what its numbers can depend on beyond the commit: the scored clips' content, the CPU and
+    # the library versions; rows scored on other renderings of the same clip keys are never reused
+    clips = script.heldout_clips(heldout, {"frames": 17, "fps": 23})[:2]
+    assert report["heldout_sha256"] == script.clips_sha256(clips)
+    assert torch.__version__.startswith(report["environment"]["packages"]["torch"])
+    redrawn = tmp_path / "redrawn.json"
+    redrawn.write_text(json.dumps({**report, "heldout_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="other renderings of the held-out clips"):
+        script.main([*command[2:], "--only", "reference", "--reuse", str(redrawn)])
     # the paper's ablation: a model trained WITHOUT the face conditioner gets its own row and the identity check
     from fantasytalking.training import StageTwoLipRefiner, export_conditioning
     from fantasytalking.training.presets import DEMO_MOTION
@@ -192,6 +201,33 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     (plain_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - {path, merged_path, ablation_path}
     plain = [r["name"] for r in json.loads(plain_path.read_text())["rows"]]
     assert script.ABLATION_ROW not in plain and script.DRIFT_ABLATION_ROW not in plain and drift_rows[0] in plain
+    # --reuse takes several records of one model (rows measured on different days): each row from the record that
+    # holds it, stamped with that record; the ablation is recognised by its bytes wherever the file lies now
+    part_a, part_b = tmp_path / "part-a.json", tmp_path / "part-b.json"
+    half = len(ablated["rows"]) // 2
+    part_a.write_text(json.dumps({**ablated, "rows": ablated["rows"][:half]}))
+    part_b.write_text(json.dumps({**ablated, "rows": ablated["rows"][half:]}))
+    moved = tmp_path / "moved" / "no-face.safetensors"
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "no-face.safetensors", moved)
+    before = set((tmp_path / "res").glob("demo-targets-*.json"))
+    assert script.main([*command[2:], "--only", "reference", "--reuse", str(part_a), str(part_b),
+                        "--ablation", str(moved)]) == 0  # fmt: skip
+    (joined_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - before
+    joined = json.loads(joined_path.read_text())
+    assert [r["name"] for r in joined["rows"]] == [r["name"] for r in ablated["rows"]]
+    assert joined["checks"] == ablated["checks"]
+    origin = {r["name"]: r["measured"].get("record") for r in joined["rows"] if r["name"] != reference["name"]}
+    expected = {r["name"]: r.get("measured", {}).get("record", "part-a.json" if i < half else "part-b.json")
+                for i, r in enumerate(ablated["rows"]) if r["name"] != reference["name"]}  # fmt: skip
+    assert origin == expected and {"part-a.json", "part-b.json"} <= set(origin.values())
+    assert "part-a.json" in joined_path.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="is in both --reuse"):  # a row two records hold is refused, not picked
+        script.main([*command[2:], "--only", "reference", "--reuse", str(part_a), str(ablation_path)])
+    # another file at the path the ablation rows were measured with is another ablation: refused by its bytes
+    shutil.copy(tmp_path / "other-no-face.safetensors", moved)
+    with pytest.raises(SystemExit, match="was measured with --ablation"):
+        script.main([*command[2:], "--only", "reference", "--reuse", str(part_a), str(part_b), "--ablation", str(moved)])
     with pytest.raises(SystemExit, match="has a face conditioner"):  # the full model is no ablation
         script.main([*command[2:], "--only", "ablation", "--ablation", str(demo / "model.safetensors")])
     # every row decodes through the VAE: the record names it, and rows of another VAE are never reused

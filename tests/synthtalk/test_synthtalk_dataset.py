@@ -144,11 +144,8 @@ def test_same_seed_writes_the_same_samples(tmp_path: Path, workers: int) -> None
     (a, order_a, rest_a), (b, order_b, rest_b) = members(tmp_path / "a", 1), members(tmp_path / "b", workers)
     assert order_a == order_b and rest_a == rest_b  # same shards, same order, same manifest and settings
     assert len(order_a) == 3 * 10
-    for name in a:
-        if name.endswith(fmt.VIDEO):  # the mp4 container may differ; the decoded frames may not
-            assert np.array_equal(fmt.decode_mp4(a[name]), fmt.decode_mp4(b[name]))
-        else:
-            assert a[name] == b[name], name
+    for name in a:  # byte for byte, the mp4s too (x264's AVX-512 macroblock tree read uninitialised memory)
+        assert a[name] == b[name], name
 
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:

@@ -243,13 +243,21 @@ def _prepare_video(
     return arr, rate, wav, sr
 
 
+#: libx264 options of every mp4 written. ``mbtree`` off: x264's AVX-512 macroblock-tree code
+#: (``mbtree_propagate_list_avx512``) reads past the end of a row of macroblocks when the width in macroblocks is not
+#: a multiple of 8 and adds what it finds there, uninitialised heap memory included, so on AVX-512 CPUs the same
+#: frames gave different files (and decoded pixels off by up to ~38/255) from run to run: SynthTalk's 96-px shards
+#: were not reproducible. Without it the files are about 25% larger at the same crf and quality (docs/design.md).
+X264_OPTIONS = {"mbtree": "0"}
+
+
 def _encode_mp4(target: Path, arr: np.ndarray, rate: Fraction, wav: np.ndarray | None, sr: int, crf: int) -> None:
     """Encode prepared frames (and mono audio) into ``target`` (a temp file)."""
     import av
 
     n_frames, height, width = arr.shape[0], arr.shape[1], arr.shape[2]
     with av.open(str(target), mode="w", format="mp4") as container:
-        vstream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf))})
+        vstream = container.add_stream("libx264", rate=rate, options=X264_OPTIONS | {"crf": str(int(crf))})
         vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
         astream = None
         if wav is not None:
