@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit, file_sha256, new_record_stem  # noqa: E402
+from variants import commit, cpu_name, file_sha256, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: The issue's budget for the job, seconds on 2 CPU cores.
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "what": "fantasytalking demo on the bundled inputs, whole process wall time",
         "date": dt.date.today().isoformat(), "commit": commit(),
-        "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)",
+        "device": f"CPU ({cpu_name()}, {os.cpu_count()} cores visible)",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "omp_num_threads": args.threads,
         "demo_dir": str(args.demo_dir or "shipped"), "model_sha256": file_sha256(model),
         "steps": args.steps or "the demo's",

@@ -59,7 +59,6 @@ Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import itertools
 import json
@@ -77,7 +76,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit, file_sha256, guarded, heldout_clips, new_record_stem  # noqa: E402
+from variants import commit, cpu_name, file_sha256, guarded, heldout_clips, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
@@ -677,7 +676,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
 def record_header() -> dict[str, Any]:
     """Date, commit, device and environment of a record made now."""
     return {"date": dt.date.today().isoformat(), "commit": commit(),
-            "device": f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+            "device": f"CPU ({cpu_name()}, {os.cpu_count()} cores)",
             "environment": environment()}  # fmt: skip
 
 
@@ -691,10 +690,6 @@ def environment() -> dict[str, Any]:
     import importlib.metadata as md
     import subprocess
 
-    cpu = None
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), None)  # fmt: skip
     versions: dict[str, str | None] = {}
     for package in ENVIRONMENT_PACKAGES:
         try:
@@ -706,7 +701,7 @@ def environment() -> dict[str, Any]:
         versions["espeak-ng"] = done.stdout.split(":", 1)[-1].split()[0] if done.returncode == 0 else None
     except (OSError, subprocess.SubprocessError, IndexError):
         versions["espeak-ng"] = None
-    return {"cpu": cpu or platform.processor() or None, "python": platform.python_version(), "packages": versions}
+    return {"cpu": cpu_name() or None, "python": platform.python_version(), "packages": versions}
 
 
 def clips_sha256(clips: list[dict[str, Any]]) -> str:

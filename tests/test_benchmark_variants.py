@@ -52,6 +52,20 @@ def test_fvd_column_without_i3d_is_null_with_the_file_to_fetch():
         variants.row_fvd([], None)
 
 
+def test_records_name_the_cpu_model_not_only_the_architecture(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import variants
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n")
+    assert variants.cpu_name(info) == "Intel(R) Xeon(R) Platinum 8488C"
+    monkeypatch.setattr(variants.platform, "processor", lambda: "")
+    monkeypatch.setattr(variants.platform, "machine", lambda: "aarch64")
+    assert variants.cpu_name(tmp_path / "missing") == "aarch64"  # no /proc (macOS): what platform knows
+    monkeypatch.setattr(variants, "cpu_name", lambda: "Intel(R) Xeon(R) Platinum 8488C")
+    assert variants.device_name({"device": "cpu"}).startswith("CPU (Intel(R) Xeon(R) Platinum 8488C, ")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not espeak_available(), reason="libespeak-ng1 is not installed (SynthTalk speech)")
 def test_variants_quick_smallest(tmp_path):
