@@ -62,7 +62,6 @@ import argparse
 import datetime as dt
 import itertools
 import json
-import os
 import platform
 import sys
 import time
@@ -76,7 +75,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from variants import commit, cpu_name, file_sha256, guarded, heldout_clips, new_record_stem  # noqa: E402
+from variants import commit, cpu_name, device_name, file_sha256, guarded, heldout_clips, new_record_stem  # noqa: E402
 
 RESULTS = HERE / "results"
 #: Thresholds of the issue's targets.
@@ -676,7 +675,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
 def record_header() -> dict[str, Any]:
     """Date, commit, device and environment of a record made now."""
     return {"date": dt.date.today().isoformat(), "commit": commit(),
-            "device": f"CPU ({cpu_name()}, {os.cpu_count()} cores)",
+            "device": device_name({"device": "cpu"}),
             "environment": environment()}  # fmt: skip
 
 
