@@ -24,7 +24,9 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
   where the face tokens carry something the first frame does not;
 * requested motion 0.1 / 0.5 / 1.0 (face and body), for the measured head motion, at ``--motion-gain`` (the
   demo's by default; the other rows request the default motion, which no gain changes, so they do not depend on
-  it and a record's motion rows name the gain they were measured at);
+  it and a record's motion rows name the gain they were measured at). The row at the conditioner's default
+  (0.5) is that same generation, so it is the own-speech row's first ``--motion-clips`` clips, not generated again
+  (``same_generation_as`` names the row it comes from; the own-speech row is measured or reused first);
 * the held-out videos after a round trip through the demo VAE (encode, decode; no diffusion): the ceiling of the
   demo ARCHITECTURE on each measure, since every generated frame comes out of that decoder (not a target row);
 * the held-out videos themselves, scored with the same measures: what a perfect model would get (the
@@ -36,7 +38,10 @@ the video is scored from its PIXELS with :mod:`fantasytalking.metrics.synthtalk`
 same model, clips and generation settings (each reused row keeps the record, date and commit it was measured at;
 a row found in two of the records is refused rather than picked); the checks are computed over the merged rows.
 An ablation's rows are reused only beside the same ablation file (its sha256 where the record has one). A record
-never overwrites another: a second run on one day is ``<name>-<date>-2``.
+of ANOTHER model lends only the rows that never run ``--model`` (``MODEL_FREE_ROWS``: the held-out videos, their
+VAE round trip, and the stage-one row where its stage-one export is the same file), so two models compared on one
+rendering share them; its other rows must be re-run or come from a record of this model. A record never
+overwrites another: a second run on one day is ``<name>-<date>-2``.
 
 Identity error here is the mean over every 8th generated frame (``identity_error_over_frames``) (the first frame is the portrait itself, so it
 says nothing alone). SynthTalk faces at 96 px are below dlib's detection size: the clip's true first-frame
@@ -85,6 +90,7 @@ REFERENCE_ROW = "held-out videos themselves (ceiling)"
 #: The row of the held-out videos through the demo VAE and back.
 VAE_ROW = "held-out videos through the demo VAE (architecture ceiling)"
 ANOTHER_ROW = "full model, another sentence"
+OWN_ROW = "full model, own speech"
 FACE_OFF_ROW = "full model, face conditioner off"
 STAGE1_ROW = "stage one only, own speech"
 #: The paper's ablation: the same recipe trained without the face conditioner (--ablation).
@@ -102,21 +108,26 @@ MOTION_ROWS = tuple(f"motion {level}" for level in MOTION_LEVELS)
 #: be noise: the measures vary far more between clips than between models.
 MOTION_CHECK = "motion 0.1 < 0.5 < 1.0"
 PAIRED_TARGETS = (
-    ("identity error: with face < without", "full model, own speech", FACE_OFF_ROW, "identity_error"),
-    ("identity error: full < trained without face", "full model, own speech", ABLATION_ROW, "identity_error"),
+    ("identity error: with face < without", OWN_ROW, FACE_OFF_ROW, "identity_error"),
+    ("identity error: full < trained without face", OWN_ROW, ABLATION_ROW, "identity_error"),
     ("drifted reference: identity error with face < without", DRIFT_ROW, DRIFT_FACE_OFF_ROW, "identity_error"),
     ("drifted reference: identity error full < trained without face", DRIFT_ROW, DRIFT_ABLATION_ROW,
      "identity_error"),
-    ("stage one < stage one + two", STAGE1_ROW, "full model, own speech", "lipsync"),
+    ("stage one < stage one + two", STAGE1_ROW, OWN_ROW, "lipsync"),
     (MOTION_CHECK, MOTION_ROWS[0], MOTION_ROWS[-1], "head_motion"),  # the check itself is over all three rows
 )
+#: The measures every row averages over its clips (a row's extra ones come on top).
+MEASURES = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion", "motion_energy")
 #: Confidence of the interval of a paired difference.
 CONFIDENCE = 0.95
+#: The rows that do not run ``--model``: reused from a record of ANOTHER model too (the stage-one row where its
+#: stage-one export is the same file), e.g. a candidate's record completing the shipped model's on one rendering.
+MODEL_FREE_ROWS = (STAGE1_ROW, VAE_ROW, REFERENCE_ROW)
 #: ``--only`` keys, in the order the rows run.
 ROW_KEYS = ("own", "silence", "another", "face-off", "ablation", "drift", "motion", "stage1", "vae", "reference")
 #: The rows each ``--only`` key measures.
 ROW_NAMES: dict[str, tuple[str, ...]] = {
-    "own": ("full model, own speech",), "silence": ("full model, silence",), "another": (ANOTHER_ROW,),
+    "own": (OWN_ROW,), "silence": ("full model, silence",), "another": (ANOTHER_ROW,),
     "face-off": (FACE_OFF_ROW,), "ablation": (ABLATION_ROW,), "drift": DRIFT_ROWS, "motion": MOTION_ROWS,
     "stage1": (STAGE1_ROW,), "vae": (VAE_ROW,), "reference": (REFERENCE_ROW,),
 }  # fmt: skip
@@ -204,6 +215,21 @@ def mean(values: list[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def same_generation_row(name: str, source: dict[str, Any], keys: list[str], stamp: dict[str, Any]) -> dict[str, Any]:
+    """Row ``name`` from the clips ``keys`` of row ``source``, for a request that generates the same videos:
+    motion at the conditioner's default is the own-speech row's request (every motion gain leaves the default's
+    embedding as it is; tests/test_pipeline.py shows the frames are equal bit for bit), so it is not generated twice.
+    The row keeps ``source``'s ``measured`` stamp (a reused row's record) and names it in ``same_generation_as``."""
+    per_clip = {c["key"]: c for c in source["per_clip"]}
+    if not set(keys) <= set(per_clip):
+        raise SystemExit(f"demo_targets: row {source['name']!r} lacks clips of {name!r}; pass --motion-clips <= --clips.")
+    chosen = [per_clip[k] for k in keys]
+    summary = {k: mean([c.get(k) for c in chosen]) for k in MEASURES}
+    extra = {"measured": source["measured"]} if "measured" in source else {}
+    return {"name": name, "clips": len(chosen), "seconds": 0.0, **stamp, **summary, **extra,
+            "same_generation_as": source["name"], "per_clip": chosen}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     from fantasytalking.demo import DEMO_DIR, DEMO_GENERATION, demo_card
     from fantasytalking.training.presets import demo_pipeline
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args.header = record_header()  # the commit of the code that runs, read before the tree can change
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
+    args.backbone_seed = seed  # the demo backbone's seed: every generated row depends on it
     settings = {"frames": args.frames, "fps": 23}
     pool = heldout_clips(args.heldout, settings)  # every held-out clip: the candidates for control sentences
     clips = pool[: args.clips]
@@ -279,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
             return pipe(clip["image"] if first is None else first, audio, **gen, **extra).frames
 
     rows: list[dict[str, Any]] = []
-    keys = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion",
-            "motion_energy")
 
     identity_of = {c["key"]: c.get("identity") for c in pool}  # clips of one identity are not independent
 
@@ -288,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                **stamp: Any) -> None:  # fmt: skip
         for c in per_clip:
             c.setdefault("identity", identity_of.get(c["key"]))
-        summary = {k: mean([c.get(k) for c in per_clip]) for k in (*keys, *extra_keys)}
+        summary = {k: mean([c.get(k) for c in per_clip]) for k in (*MEASURES, *extra_keys)}
         rows.append({"name": name, "clips": len(per_clip), "seconds": round(time.perf_counter() - start, 1),
                      **stamp, **summary, "per_clip": per_clip})  # fmt: skip
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if v is not None), flush=True)
@@ -347,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     full = pipeline(args.model) if selected & model_keys else None
     own = {c["key"]: c["audio"] for c in clips}
     plan: list[tuple[str, Any]] = [  # (--only key, how to measure its rows ROW_NAMES[key])
-        ("own", lambda: row("full model, own speech", full, lambda c: own[c["key"]], clips)),
+        ("own", lambda: row(OWN_ROW, full, lambda c: own[c["key"]], clips)),
         ("silence", lambda: row("full model, silence", full, lambda c: np.zeros_like(own[c["key"]]), clips)),
         ("another", lambda: another_row(full)),
         ("face-off", lambda: face_off_row()),
@@ -360,9 +385,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     def motion_rows() -> None:
+        default = tuple(full.conditioning["motion"].default) if "motion" in full.conditioning else None
+        own_row = next((r for r in rows if r["name"] == OWN_ROW), None)
         for level in MOTION_LEVELS:
-            row(f"motion {level}", full, lambda c: own[c["key"]], clips[: args.motion_clips],
-                {"motion_gain": args.motion_gain}, face_motion=level, body_motion=level,
+            name, subset, stamp = f"motion {level}", clips[: args.motion_clips], {"motion_gain": args.motion_gain}
+            if own_row is not None and default == (level, level):
+                rows.append(same_generation_row(name, own_row, [c["key"] for c in subset], stamp))
+                print(f"{name}: the own-speech row's clips (the default request, the same generation)", flush=True)
+                continue
+            row(name, full, lambda c: own[c["key"]], subset, stamp, face_motion=level, body_motion=level,
                 motion_gain=args.motion_gain)  # fmt: skip
 
     def ablation_pipe() -> Any:
@@ -441,7 +472,7 @@ def target_checks(by: dict[str, dict[str, Any]]) -> dict[str, bool]:
     if all(f"motion {level}" in by for level in MOTION_LEVELS):  # the motion rows alone are enough for this one
         motion = [by[f"motion {level}"]["head_motion"] or 0 for level in MOTION_LEVELS]
         checks[MOTION_CHECK] = all(a < b for a, b in itertools.pairwise(motion))
-    f = by.get("full model, own speech")
+    f = by.get(OWN_ROW)
     if f is None:
         return checks
     checks["lipsync >= 0.6"] = (f["lipsync"] or 0) >= TARGETS["lipsync_min"]
@@ -583,6 +614,27 @@ def vae_sha256(folder: Path) -> str | None:
     return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
 
 
+def same_stage1(old: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether record ``old``'s stage-one row was generated by ``args.stage1``'s bytes: by the sha256 it records, or
+    (records before 2026-12-07's third) by the git blob of the file it names at the commit it was measured at."""
+    if not args.stage1.exists():
+        return False
+    if old.get("stage1_sha256"):
+        return old["stage1_sha256"] == file_sha256(args.stage1)
+    if not old.get("stage1") or Path(old["stage1"]).name != args.stage1.name:
+        return False
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        relative = args.stage1.resolve().relative_to(root)
+    except ValueError:
+        return False
+    then = subprocess.run(["git", "rev-parse", f"{old.get('commit')}:{relative}"], cwd=root, capture_output=True, text=True)
+    now = subprocess.run(["git", "hash-object", str(args.stage1)], cwd=root, capture_output=True, text=True)
+    return then.returncode == 0 == now.returncode and then.stdout.strip() == now.stdout.strip()
+
+
 def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[str, Any],
                selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The rows of the ``--reuse`` records that are not re-run (``selected``: the ``--only`` keys less the ``--skip``
@@ -590,12 +642,21 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
     of the records hold."""
     out: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}  # row name -> the --reuse record it comes from
+    args.other_model_rows = {}  # --reuse record of another model -> its rows that cannot be reused
     for path in args.reuse:
         for name, row in reuse_record(args, path, clips, gen, selected).items():
             if name in out:
                 raise SystemExit(f"demo_targets: row {name!r} is in both --reuse {source[name]} and {path}; pass only "
                                  "the record whose row should stand.")  # fmt: skip
             out[name], source[name] = row, path
+    rerun = {name for key in selected for name in ROW_NAMES[key]}
+    for path, names in args.other_model_rows.items():
+        missing = [n for n in names if n not in out and n not in rerun]
+        if missing:
+            keys = sorted({k for k, ns in ROW_NAMES.items() if set(ns) & set(missing)})
+            raise SystemExit(f"demo_targets: --reuse {path} was measured with another model, so its rows {missing} "
+                             f"cannot stand for {args.model}; re-run them (--only {' '.join(keys)}) or add a record of "
+                             "this model to --reuse.")  # fmt: skip
     return out
 
 
@@ -612,9 +673,14 @@ def reuse_record(args: argparse.Namespace, path: Path, clips: list[dict[str, Any
     if old.get("vae_sha256") and old["vae_sha256"] != vae_sha256(args.vae):  # records before 2026-12-04 name no VAE
         raise SystemExit(f"demo_targets: --reuse {path} was measured with another VAE ({old.get('vae')}); every "
                          f"row decodes through it: re-run every row with --vae {args.vae}.")  # fmt: skip
-    if old.get("generation") != now or not same_model:
-        raise SystemExit(f"demo_targets: --reuse {path} was measured with another model or generation settings "
-                         f"({old.get('model')}, {old.get('generation')}); re-run every row instead.")  # fmt: skip
+    if old.get("generation") != now or old.get("backbone_seed", args.backbone_seed) != args.backbone_seed:
+        raise SystemExit(f"demo_targets: --reuse {path} was measured with other generation settings "
+                         f"({old.get('generation')}, backbone seed {old.get('backbone_seed')}); re-run every row "
+                         "instead.")  # fmt: skip
+    if not same_model:  # only the rows that never run --model (MODEL_FREE_ROWS) can stand for this one
+        model_free = {VAE_ROW, REFERENCE_ROW} | ({STAGE1_ROW} if same_stage1(old, args) else set())
+        args.other_model_rows[path] = [r["name"] for r in old["rows"] if r["name"] not in model_free]
+        old = {**old, "rows": [r for r in old["rows"] if r["name"] in model_free]}
     if args.ablation is not None and old.get("ablation_sha256") and args.ablation.exists():
         same_ablation = old["ablation_sha256"] == file_sha256(args.ablation)  # the file, wherever it lies now
     else:  # records before 2026-12-06 name the ablation's path only
@@ -659,6 +725,8 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: d
         **args.header,
         "model": str(args.model), "model_sha256": file_sha256(args.model) if args.model.exists() else None,
         "stage1": str(args.stage1) if args.stage1.exists() else None,
+        "stage1_sha256": file_sha256(args.stage1) if args.stage1.exists() else None,
+        "backbone_seed": getattr(args, "backbone_seed", None),
         "ablation": str(args.ablation) if args.ablation else None,
         "ablation_sha256": file_sha256(args.ablation) if args.ablation and args.ablation.exists() else None,
         "vae": str(args.vae), "vae_sha256": vae_sha256(args.vae),
@@ -750,7 +818,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 #: Rows whose lip sync the markdown also gives per identity (the rows that should follow their speech).
-BY_IDENTITY_ROWS = ("full model, own speech", ABLATION_ROW, STAGE1_ROW)
+BY_IDENTITY_ROWS = (OWN_ROW, ABLATION_ROW, STAGE1_ROW)
 
 
 def by_identity(per_clip: list[dict[str, Any]], measure: str = "lipsync") -> list[tuple[str, float, int]]:
@@ -820,6 +888,11 @@ def table_rows(report: dict[str, Any]) -> list[str]:
         apart = f"; there the embeddings lie {at['relative_distance']:.0%} apart" if at.get("relative_distance") else ""
         lines.append(f"Motion rows at motion gain {', '.join(f'{g:g}' for g in gains)}: the motion embedding "
                      f"e(default) + gain (e(m) - e(default)) (docs/design.md){apart}.")  # fmt: skip
+    same = [r for r in report["rows"] if r.get("same_generation_as")]
+    if same:
+        lines.append("Rows that are another row's generation (the default motion request), not generated again: " +
+                     "; ".join(f"{r['name']} = the first {r['clips']} clips of {r['same_generation_as']}" for r in same) +
+                     ".")  # fmt: skip
     reused = [r for r in report["rows"] if r.get("measured")]
     if reused:
         lines.append("Rows taken from an earlier record (--reuse): " + "; ".join(

@@ -88,6 +88,13 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     assert report["motion_gain"] == 2.0 and report["motion_embedding"]["at_gain"]["gain"] == 2.0
     assert [by[f"motion {lv}"]["motion_gain"] for lv in ("0.1", "0.5", "1.0")] == [2.0] * 3
     assert "motion_gain" not in by["full model, own speech"] and "motion gain 2" in path.with_suffix(".md").read_text()
+    # motion 0.5 is the default request, whose videos the own-speech row already generated (the same generation at
+    # every gain: tests/test_pipeline.py): its clips are taken from there, not generated again
+    own_clips = by["full model, own speech"]["per_clip"]
+    assert by["motion 0.5"]["same_generation_as"] == "full model, own speech"
+    assert by["motion 0.5"]["per_clip"] == own_clips[:1] and by["motion 0.5"]["clips"] == 1
+    assert by["motion 0.5"]["head_motion"] == pytest.approx(own_clips[0]["head_motion"])
+    assert "same_generation_as" not in by["motion 0.1"] and "same_generation_as" not in by["motion 1.0"]
     # another sentence: each clip gets the other clip's sentence (its control, with two clips), and the row says
     # how well the video follows that sentence and what a perfect model would score
     another = by["full model, another sentence"]
@@ -146,8 +153,35 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     skipped_path.with_suffix(".md").unlink()
     with pytest.raises(SystemExit, match="leave no row to measure"):
         script.main([*command[2:], "--only", "drift", "--skip", "drift"])
-    with pytest.raises(SystemExit, match="another model or generation settings"):
+    with pytest.raises(SystemExit, match="other generation settings"):
         script.main([*command[2:], "--steps", "2", "--only", "reference", "--reuse", str(path)])
+    with pytest.raises(SystemExit, match="other generation settings"):  # another backbone seed
+        script.main([*command[2:], "--seed", "1", "--only", "reference", "--reuse", str(path)])
+    # a record of ANOTHER model lends only the rows that never run --model: the VAE round trip, the held-out videos
+    # and the stage-one row where its stage-one export is the same file; its model rows are refused by name
+    assert report["stage1_sha256"] and report["backbone_seed"] == 0
+    free = set(script.MODEL_FREE_ROWS)
+    other_model = tmp_path / "other-model.json"
+    other_model.write_text(json.dumps({**report, "model_sha256": "0" * 64,
+                                       "rows": [r for r in report["rows"] if r["name"] in free]}))  # fmt: skip
+    this_model = tmp_path / "this-model.json"
+    this_model.write_text(json.dumps({**report, "rows": [r for r in report["rows"] if r["name"] not in free]}))
+    before = set((tmp_path / "res").glob("demo-targets-*.json"))
+    assert script.main([*command[2:], "--only", "own", "--reuse", str(this_model), str(other_model)]) == 0
+    (lent_path,) = set((tmp_path / "res").glob("demo-targets-*.json")) - before
+    lent = {r["name"]: r for r in json.loads(lent_path.read_text())["rows"]}
+    assert set(lent) == set(by) and all(lent[n]["measured"]["record"] == "other-model.json" for n in free)
+    assert lent[script.STAGE1_ROW]["per_clip"] == by[script.STAGE1_ROW]["per_clip"]
+    for stale in (lent_path, lent_path.with_suffix(".md")):
+        stale.unlink()
+    with pytest.raises(SystemExit, match=r"another model, so its rows \['full model, own speech'"):
+        other_model.write_text(json.dumps({**report, "model_sha256": "0" * 64}))
+        script.main([*command[2:], "--only", "reference", "--reuse", str(other_model)])
+    other_stage1 = {**report, "model_sha256": "0" * 64, "stage1_sha256": "1" * 64,
+                    "rows": [r for r in report["rows"] if r["name"] in free]}  # fmt: skip
+    other_model.write_text(json.dumps(other_stage1))  # another stage-one export: its stage-one row is refused
+    with pytest.raises(SystemExit, match=r"rows \['stage one only, own speech'\] cannot stand"):
+        script.main([*command[2:], "--only", "own", "--reuse", str(this_model), str(other_model)])
     with pytest.raises(SystemExit, match=r"measured at motion gain 2\.0, not 1\.0"):  # motion rows of another gain
         script.main([*command[2:], "--motion-gain", "1", "--only", "reference", "--reuse", str(path)])
     with pytest.raises(SystemExit, match=r"colour std 0\.15, not 0\.3"):  # drift rows of another drift
@@ -240,6 +274,23 @@ def test_demo_targets_smoke(tmp_path, monkeypatch):
     other.save_pretrained(str(tmp_path / "other-vae"))
     with pytest.raises(SystemExit, match="another VAE"):
         script.main([*command[2:], "--vae", str(tmp_path / "other-vae"), "--only", "reference", "--reuse", str(path)])
+
+
+def test_demo_targets_knows_a_stage_one_export_by_its_git_blob_in_records_without_its_sha256():
+    """Records before stage1_sha256 name the file and their commit: the file's git blob then and now decides."""
+    import argparse
+
+    script = load_script("demo_targets")
+    from fantasytalking.demo import DEMO_DIR
+
+    stage1 = DEMO_DIR / "stage1.safetensors"
+    args = argparse.Namespace(stage1=stage1)
+    assert script.same_stage1({"stage1": str(stage1), "commit": "HEAD"}, args)  # the committed file, unchanged
+    assert script.same_stage1({"stage1_sha256": script.file_sha256(stage1)}, args)
+    assert not script.same_stage1({"stage1_sha256": "0" * 64, "stage1": str(stage1), "commit": "HEAD"}, args)
+    assert not script.same_stage1({"stage1": str(stage1), "commit": "0" * 40}, args)  # no such commit
+    assert not script.same_stage1({"stage1": "elsewhere/other.safetensors", "commit": "HEAD"}, args)
+    assert not script.same_stage1({"stage1": None, "commit": "HEAD"}, args)
 
 
 def test_demo_targets_drifted_reference_is_a_seeded_colour_shift():

@@ -161,6 +161,15 @@ def test_face_and_motion_conditioners_at_inference(tiny_weights, inputs):
     lively = full(inputs["image"], inputs["audio"], face_motion=1.0, body_motion=1.0, **FAST)
     assert (calm.settings.face_motion, lively.settings.body_motion) == (0.1, 1.0)
     assert not np.array_equal(calm.frames, lively.frames) and not np.array_equal(calm.frames, base)
+    # the default request (0.5, 0.5) is the same generation as no request, at every motion gain (demo_targets.py
+    # takes its "motion 0.5" row from the own-speech row on this ground)
+    default = full(inputs["image"], inputs["audio"], **FAST)
+    level = full.conditioning["motion"].default
+    assert level == (0.5, 0.5) and not np.array_equal(default.frames, calm.frames)
+    for gain in (1.0, 3.0):
+        requested = full(inputs["image"], inputs["audio"], face_motion=level[0], body_motion=level[1],
+                         motion_gain=gain, **FAST)  # fmt: skip
+        assert np.array_equal(requested.frames, default.frames)
     batched = full(inputs["image"], inputs["audio"], face_motion=1.0, body_motion=1.0, batch_passes=True, **FAST)
     assert np.abs(batched.frames.astype(int) - lively.frames.astype(int)).max() <= 1
     with pytest.raises(InputError, match=r"motion intensities must be in \[0, 1\]"):
