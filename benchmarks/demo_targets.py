@@ -642,15 +642,16 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
     of the records hold."""
     out: dict[str, dict[str, Any]] = {}
     source: dict[str, Path] = {}  # row name -> the --reuse record it comes from
-    args.other_model_rows = {}  # --reuse record of another model -> its rows that cannot be reused
+    refused: dict[Path, list[str]] = {}  # --reuse record of another model -> its rows that cannot be reused
     for path in args.reuse:
-        for name, row in reuse_record(args, path, clips, gen, selected).items():
+        rows, refused[path] = reuse_record(args, path, clips, gen, selected)
+        for name, row in rows.items():
             if name in out:
                 raise SystemExit(f"demo_targets: row {name!r} is in both --reuse {source[name]} and {path}; pass only "
                                  "the record whose row should stand.")  # fmt: skip
             out[name], source[name] = row, path
     rerun = {name for key in selected for name in ROW_NAMES[key]}
-    for path, names in args.other_model_rows.items():
+    for path, names in refused.items():
         missing = [n for n in names if n not in out and n not in rerun]
         if missing:
             keys = sorted({k for k, ns in ROW_NAMES.items() if set(ns) & set(missing)})
@@ -661,8 +662,9 @@ def load_reuse(args: argparse.Namespace, clips: list[dict[str, Any]], gen: dict[
 
 
 def reuse_record(args: argparse.Namespace, path: Path, clips: list[dict[str, Any]], gen: dict[str, Any],
-                 selected: set[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The reusable rows of one ``--reuse`` record (see :func:`load_reuse`)."""
+                 selected: set[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:  # fmt: skip
+    """The reusable rows of one ``--reuse`` record (see :func:`load_reuse`), and the names of the rows it holds
+    that cannot stand for ``--model`` (a record of another model: all but its :data:`MODEL_FREE_ROWS`)."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -677,9 +679,10 @@ def reuse_record(args: argparse.Namespace, path: Path, clips: list[dict[str, Any
         raise SystemExit(f"demo_targets: --reuse {path} was measured with other generation settings "
                          f"({old.get('generation')}, backbone seed {old.get('backbone_seed')}); re-run every row "
                          "instead.")  # fmt: skip
-    if not same_model:  # only the rows that never run --model (MODEL_FREE_ROWS) can stand for this one
-        model_free = {VAE_ROW, REFERENCE_ROW} | ({STAGE1_ROW} if same_stage1(old, args) else set())
-        args.other_model_rows[path] = [r["name"] for r in old["rows"] if r["name"] not in model_free]
+    refused: list[str] = []
+    if not same_model:  # only the rows that never run --model can stand for this one
+        model_free = set(MODEL_FREE_ROWS) - (set() if same_stage1(old, args) else {STAGE1_ROW})
+        refused = [r["name"] for r in old["rows"] if r["name"] not in model_free]
         old = {**old, "rows": [r for r in old["rows"] if r["name"] in model_free]}
     if args.ablation is not None and old.get("ablation_sha256") and args.ablation.exists():
         same_ablation = old["ablation_sha256"] == file_sha256(args.ablation)  # the file, wherever it lies now
@@ -715,7 +718,7 @@ def reuse_record(args: argparse.Namespace, path: Path, clips: list[dict[str, Any
         raise SystemExit(f"demo_targets: --reuse {path} scored other renderings of the held-out clips (heldout_sha256 "
                          "differs: SynthTalk drawn again with other library versions or on another CPU); re-run every "
                          "row on these clips.")  # fmt: skip
-    return out
+    return out, refused
 
 
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], checks: dict[str, bool], gen: dict[str, Any],
