@@ -57,6 +57,7 @@ landmarks stand in for face detection, as in ``benchmarks/variants.py``.
     python benchmarks/demo_targets.py --only own stage1 --reuse A.json B.json   # the other rows from two records
     python benchmarks/demo_targets.py --ablation runs/noface.safetensors --skip drift   # no drifted-reference rows
     python benchmarks/demo_targets.py --compare "A.json#ROW+B.json#ROW" "C.json#ROW+D.json#ROW"  # seeds pooled
+    python benchmarks/demo_targets.py --against SHIPPED.json CANDIDATE.json   # the ship rule; exit 1: not shipped
 
 Writes ``benchmarks/results/demo-targets-<date>.{json,md}`` (device, date, commit, settings, per-clip values).
 """
@@ -116,6 +117,17 @@ PAIRED_TARGETS = (
     ("stage one < stage one + two", STAGE1_ROW, OWN_ROW, "lipsync"),
     (MOTION_CHECK, MOTION_ROWS[0], MOTION_ROWS[-1], "head_motion"),  # the check itself is over all three rows
 )
+#: The ship rule of ``--against`` (docs/demo-log.md, "The candidate's whole card record", the lesson):
+#: checks read by their point estimate, which a candidate must pass wherever the shipped model does (part a) —
+#: every check but the identity ones, which the shipped model passes within noise at best;
+IDENTITY_CHECKS = tuple(check for check, *_ in PAIRED_TARGETS if "identity error" in check)
+#: the rows of the package as users get it, paired with the shipped model's clip by clip (part b), each with
+#: the direction of lip sync that is WORSE on it (-1: lower is worse; +1: higher is worse, the rows whose
+#: speech is not the clip's own);
+SHIPPED_ROWS: dict[str, int] = {OWN_ROW: -1, "full model, silence": +1, ANOTHER_ROW: +1, DRIFT_ROW: -1,
+                                MOTION_ROWS[0]: -1, MOTION_ROWS[-1]: -1}  # fmt: skip
+#: and the measures compared on them, with the direction that is worse (closed mouth lower, identity higher).
+RULE_MEASURES: dict[str, int | None] = {"lipsync": None, "closed_in_long_silence": -1, "identity_error": +1}
 #: The measures every row averages over its clips (a row's extra ones come on top).
 MEASURES = ("lipsync", "closed_in_long_silence", "identity_error", "identity_face_error", "head_motion", "motion_energy")
 #: Confidence of the interval of a paired difference.
@@ -273,9 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                    "two training seeds, or a model against another's ablation row), on --measure; join rows with "
                    "'+' to compare their clip-by-clip mean (e.g. the seeds of each recipe)")  # fmt: skip
     p.add_argument("--measure", default="identity_error", help="the per-clip measure of --compare")
+    p.add_argument("--against", nargs=2, metavar=("SHIPPED", "CANDIDATE"), type=Path, default=None,
+                   help="only judge a candidate's whole record against the shipped model's, both on one rendering, "
+                   "by the ship rule (docs/demo-log.md): print each part and exit 0 if it ships, 1 if not")  # fmt: skip
     args = p.parse_args(argv)
     if args.compare:
         return compare_rows(*args.compare, measure=args.measure)
+    if args.against:
+        return print_judgement(judge(*(read_record(path) for path in args.against)))
     args.header = record_header()  # the commit of the code that runs, read before the tree can change
 
     seed = args.seed if args.seed is not None else int(demo_card()["seed"])
@@ -573,6 +590,75 @@ def mean_row(rows: list[dict[str, Any]], measure: str, name: str) -> dict[str, A
         per_clip.append({"key": clips[0]["key"],
                          measure: None if None in values else float(np.mean(values))})  # fmt: skip
     return {"name": name, "per_clip": per_clip}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A ``demo-targets-*.json`` record, or a one-line SystemExit that names the file."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass a demo-targets-*.json record.") from None
+    if not isinstance(record, dict) or "rows" not in record or "checks" not in record:
+        raise SystemExit(f"demo_targets: {path} is not a demo_targets record (no rows or checks).")
+    return {**record, "path": str(path)}
+
+
+def judge(shipped: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """The ship rule (docs/demo-log.md, "The candidate's whole card record", the lesson) on two whole records of
+    ONE rendering: (a) every check but the identity ones that holds for ``shipped`` holds for ``candidate``;
+    (b) no paired difference (candidate - shipped, clip by clip) on ``SHIPPED_ROWS`` x ``RULE_MEASURES`` is decided
+    in the worse direction; (c) every comparative check ``shipped`` passes DECIDED, ``candidate`` passes decided.
+    Returns ``{"a", "b", "c": [(what, ok, detail)], "ships": bool}``; SystemExit when the records were not measured
+    the same way or lack a row the rule reads."""
+    same = ("generation", "vae_sha256", "heldout", "heldout_sha256", "backbone_seed")
+    differ = [k for k in same if shipped.get(k) != candidate.get(k)  # a key an older record lacks is not read
+              and (k in ("generation", "heldout") or (k in shipped and k in candidate))]  # fmt: skip
+    if differ:
+        raise SystemExit(f"demo_targets: the records differ in {', '.join(differ)}; judge a candidate on the shipped "
+                         "model's rendering (demo_targets.py --reuse the shipped record for the model-free rows).")  # fmt: skip
+    if not (shipped.get("heldout_sha256") and candidate.get("heldout_sha256")):
+        raise SystemExit("demo_targets: a record without heldout_sha256 cannot show it scored the same rendering of "
+                         "the held-out clips; measure both models with today's demo_targets.py.")  # fmt: skip
+    rows = [{r["name"]: r for r in rec["rows"]} for rec in (shipped, candidate)]
+    missing = [n for n in SHIPPED_ROWS if n not in rows[0] or n not in rows[1]]
+    missing += [c for c in shipped["checks"] if c not in candidate["checks"]]
+    if missing:
+        raise SystemExit(f"demo_targets: the rule needs both whole records; missing: {', '.join(missing)}.")
+    a = [(check, bool(candidate["checks"][check]), "holds" if candidate["checks"][check] else "fails")
+         for check, held in shipped["checks"].items() if held and check not in IDENTITY_CHECKS]  # fmt: skip
+    b = []
+    for name, lip_worse in SHIPPED_ROWS.items():
+        for measure, worse in RULE_MEASURES.items():
+            worse = lip_worse if worse is None else worse
+            d = paired_difference(rows[0][name], rows[1][name], measure)
+            if d is None:
+                continue
+            lo, hi = d["interval"]
+            against = d["resolved"] and (hi < 0 if worse < 0 else lo > 0)
+            b.append((f"{name}: {measure}", not against, evidence_text(d, target=False)))
+    c = []
+    for check, d in (shipped.get("evidence") or {}).items():
+        if d["resolved"] and d["interval"][0] > 0:
+            mine = (candidate.get("evidence") or {}).get(check)
+            ok = bool(mine and mine["resolved"] and mine["interval"][0] > 0)
+            c.append((check, ok, evidence_text(mine) if mine else "not measured"))
+    ships = all(ok for part in (a, b, c) for _, ok, _ in part)
+    return {"shipped": shipped.get("path"), "candidate": candidate.get("path"), "a": a, "b": b, "c": c,
+            "ships": ships}  # fmt: skip
+
+
+def print_judgement(j: dict[str, Any]) -> int:
+    """Print :func:`judge`'s parts; the exit code: 0 if the candidate ships, 1 if not."""
+    titles = {"a": "(a) every check but identity that holds for the shipped model holds",
+              "b": "(b) no paired difference with the shipped model decided against the candidate (candidate - shipped)",
+              "c": "(c) every check the shipped model passes decided, passed decided"}  # fmt: skip
+    print(f"candidate {j['candidate']} against shipped {j['shipped']}")
+    for part, title in titles.items():
+        print(title)
+        for what, ok, detail in j[part]:
+            print(f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}")
+    print("ships" if j["ships"] else "does not ship")
+    return 0 if j["ships"] else 1
 
 
 def control_sentences(clips: list[dict[str, Any]], pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

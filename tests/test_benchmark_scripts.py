@@ -416,6 +416,76 @@ def test_demo_targets_paired_evidence(tmp_path, capsys):
     assert ev["stage one < stage one + two"]["mean"] == pytest.approx(0.675) and ev["stage one < stage one + two"]["resolved"]
 
 
+def test_demo_targets_against_judges_a_candidate_by_the_ship_rule(tmp_path, capsys):
+    """--against SHIPPED CANDIDATE: (a) the checks but identity that hold for the shipped model must hold, (b) no
+    paired difference on the shipped rows may be decided in the worse direction (on silence and another sentence
+    a HIGHER lip sync is worse), (c) a check the shipped model passes decided must be passed decided; exit 1 if
+    it does not ship, and records of two renderings, or without the rule's rows, are refused."""
+    script = load_script("demo_targets")
+    base = {"lipsync": [0.6, 0.7, 0.5, 0.65], "closed_in_long_silence": [0.9, 1.0, 0.95, 0.97],
+            "identity_error": [0.10, 0.09, 0.11, 0.10]}  # fmt: skip
+
+    def rows(**shift):  # every SHIPPED_ROWS row; shift = {row name: {measure: per-clip offsets}}
+        out = []
+        for name in script.SHIPPED_ROWS:
+            per_clip = []
+            for i in range(4):
+                per_clip.append({"key": f"c{i}", **{m: v[i] + shift.get(name, {}).get(m, [0.0] * 4)[i]
+                                                     for m, v in base.items()}})  # fmt: skip
+            out.append({"name": name, "per_clip": per_clip})
+        return out
+
+    decided = {"mean": 0.001, "interval": [0.0002, 0.0018], "resolved": True, "positive_clips": 4, "clips": 4,
+               "confidence": 0.95}  # fmt: skip
+    noise = {**decided, "interval": [-0.0005, 0.0025], "resolved": False}
+    drift = "drifted reference: identity error with face < without"
+    checks = {"lipsync >= 0.6": True, "silence <= 0.15": True, "identity error: with face < without": True,
+              drift: True}  # fmt: skip
+    header = {"generation": {"num_inference_steps": 20}, "vae_sha256": "v", "heldout": "h", "heldout_sha256": "s"}
+
+    def judge(candidate, shipped=None):
+        shipped = shipped or {**header, "checks": checks, "evidence": {drift: decided}, "rows": rows()}
+        (tmp_path / "shipped.json").write_text(json.dumps(shipped))
+        (tmp_path / "cand.json").write_text(json.dumps(candidate))
+        code = script.main(["--against", str(tmp_path / "shipped.json"), str(tmp_path / "cand.json")])
+        return code, capsys.readouterr().out
+
+    same = {**header, "checks": checks, "evidence": {drift: decided}, "rows": rows()}
+    code, out = judge(same)
+    assert code == 0 and out.strip().endswith("ships") and "FAIL" not in out
+    assert out.count("  ok   ") == 2 + len(script.SHIPPED_ROWS) * 3 + 1  # (a) 2 checks (no identity), (b), (c) 1
+    # an identity check the candidate fails by its point estimate is not demanded (the shipped model's is noise)
+    code, out = judge({**same, "checks": {**checks, "identity error: with face < without": False}})
+    assert code == 0
+    # (a): a threshold target that holds for the shipped model fails for the candidate
+    code, out = judge({**same, "checks": {**checks, "silence <= 0.15": False}})
+    assert code == 1 and "FAIL silence <= 0.15: fails" in out and out.strip().endswith("does not ship")
+    # (b): identity error 0.01 higher on every clip of own speech: decided against the candidate
+    worse = {script.OWN_ROW: {"identity_error": [0.01, 0.01, 0.012, 0.011]}}
+    code, out = judge({**same, "rows": rows(**worse)})
+    assert code == 1 and f"FAIL {script.OWN_ROW}: identity_error: +0.01" in out
+    # on silence, lip sync decided LOWER is better, decided HIGHER is worse
+    better = {"full model, silence": {"lipsync": [-0.1, -0.12, -0.1, -0.11]}}
+    assert judge({**same, "rows": rows(**better)})[0] == 0
+    code, out = judge({**same, "rows": rows(**{"full model, silence": {"lipsync": [0.1, 0.12, 0.1, 0.11]}})})
+    assert code == 1 and "FAIL full model, silence: lipsync" in out
+    # (c): the drifted-reference check the shipped model passes decided is within noise for the candidate
+    code, out = judge({**same, "evidence": {drift: noise}})
+    assert code == 1 and f"FAIL {drift}: +0.0010" in out and "within noise" in out
+    code, out = judge({**same, "evidence": {}})
+    assert code == 1 and f"FAIL {drift}: not measured" in out
+    # refused: another rendering, a record without heldout_sha256, a missing row, a file that is no record
+    with pytest.raises(SystemExit, match="differ in heldout_sha256"):
+        judge({**same, "heldout_sha256": "other"})
+    with pytest.raises(SystemExit, match="without heldout_sha256"):
+        judge({k: v for k, v in same.items() if k != "heldout_sha256"})
+    with pytest.raises(SystemExit, match=r"missing: motion 1\.0"):
+        judge({**same, "rows": rows()[:-1]})
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a demo_targets record"):
+        script.main(["--against", str(tmp_path / "bad.json"), str(tmp_path / "cand.json")])
+
+
 def test_demo_targets_checks_cover_the_rows_there_are():
     script = load_script("demo_targets")
     own = {"lipsync": 0.7, "closed_in_long_silence": 0.95, "identity_error": 0.1}
