@@ -555,10 +555,7 @@ def compare_rows(lower: str, higher: str, measure: str = "identity_error") -> in
         rows = []
         for spec in side.split("+"):
             path, _, name = spec.partition("#")
-            try:
-                record = json.loads(Path(path).read_text())
-            except (OSError, ValueError) as err:
-                raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass RECORD.json#ROW NAME.") from None
+            record = read_record(Path(path))
             found = [r for r in record["rows"] if r["name"] == name]
             if not found:
                 raise SystemExit(f"demo_targets: {path} has no row {name!r}; its rows: "
@@ -593,13 +590,13 @@ def mean_row(rows: list[dict[str, Any]], measure: str, name: str) -> dict[str, A
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """A ``demo-targets-*.json`` record, or a one-line SystemExit that names the file."""
+    """A ``demo-targets-*.json`` record (with its ``path``), or a one-line SystemExit that names the file."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise SystemExit(f"demo_targets: cannot read {path} ({err}); pass a demo-targets-*.json record.") from None
-    if not isinstance(record, dict) or "rows" not in record or "checks" not in record:
-        raise SystemExit(f"demo_targets: {path} is not a demo_targets record (no rows or checks).")
+    if not isinstance(record, dict) or "rows" not in record:
+        raise SystemExit(f"demo_targets: {path} is not a demo_targets record (it has no rows).")
     return {**record, "path": str(path)}
 
 
@@ -610,15 +607,18 @@ def judge(shipped: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     in the worse direction; (c) every comparative check ``shipped`` passes DECIDED, ``candidate`` passes decided.
     Returns ``{"a", "b", "c": [(what, ok, detail)], "ships": bool}``; SystemExit when the records were not measured
     the same way or lack a row the rule reads."""
-    same = ("generation", "vae_sha256", "heldout", "heldout_sha256", "backbone_seed")
-    differ = [k for k in same if shipped.get(k) != candidate.get(k)  # a key an older record lacks is not read
-              and (k in ("generation", "heldout") or (k in shipped and k in candidate))]  # fmt: skip
-    if differ:
-        raise SystemExit(f"demo_targets: the records differ in {', '.join(differ)}; judge a candidate on the shipped "
-                         "model's rendering (demo_targets.py --reuse the shipped record for the model-free rows).")  # fmt: skip
     if not (shipped.get("heldout_sha256") and candidate.get("heldout_sha256")):
         raise SystemExit("demo_targets: a record without heldout_sha256 cannot show it scored the same rendering of "
                          "the held-out clips; measure both models with today's demo_targets.py.")  # fmt: skip
+    if not ("checks" in shipped and "checks" in candidate):
+        raise SystemExit("demo_targets: --against needs two whole records with their checks.")
+    # the same generation, split and rendering; the VAE and backbone seed where both records carry them (older ones may not)
+    differ = [k for k in ("generation", "heldout", "heldout_sha256") if shipped.get(k) != candidate.get(k)]
+    differ += [k for k in ("vae_sha256", "backbone_seed")
+               if k in shipped and k in candidate and shipped[k] != candidate[k]]  # fmt: skip
+    if differ:
+        raise SystemExit(f"demo_targets: the records differ in {', '.join(differ)}; judge a candidate on the shipped "
+                         "model's rendering (demo_targets.py --reuse the shipped record for the model-free rows).")  # fmt: skip
     rows = [{r["name"]: r for r in rec["rows"]} for rec in (shipped, candidate)]
     missing = [n for n in SHIPPED_ROWS if n not in rows[0] or n not in rows[1]]
     missing += [c for c in shipped["checks"] if c not in candidate["checks"]]
@@ -628,8 +628,8 @@ def judge(shipped: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
          for check, held in shipped["checks"].items() if held and check not in IDENTITY_CHECKS]  # fmt: skip
     b = []
     for name, lip_worse in SHIPPED_ROWS.items():
-        for measure, worse in RULE_MEASURES.items():
-            worse = lip_worse if worse is None else worse
+        for measure, measure_worse in RULE_MEASURES.items():
+            worse = lip_worse if measure_worse is None else measure_worse
             d = paired_difference(rows[0][name], rows[1][name], measure)
             if d is None:
                 continue

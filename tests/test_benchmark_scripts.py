@@ -479,6 +479,8 @@ def test_demo_targets_against_judges_a_candidate_by_the_ship_rule(tmp_path, caps
         judge({**same, "heldout_sha256": "other"})
     with pytest.raises(SystemExit, match="without heldout_sha256"):
         judge({k: v for k, v in same.items() if k != "heldout_sha256"})
+    with pytest.raises(SystemExit, match="with their checks"):
+        judge({k: v for k, v in same.items() if k != "checks"})
     with pytest.raises(SystemExit, match=r"missing: motion 1\.0"):
         judge({**same, "rows": rows()[:-1]})
     (tmp_path / "bad.json").write_text("[1, 2]")
