@@ -163,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_synth_arguments(synth)
 
+    from fantasytalking.data.reembed import add_reembed_arguments
+
+    reembed = commands.add_parser(
+        "reembed",
+        help="copy a shard folder with every clip's face embedding made by another face encoder",
+        description="Copy a shard folder with face_embedding.npy recomputed by another face encoder (e.g. "
+        "'dlib+head') from each clip's first frame and landmarks; every other member unchanged (docs/training.md).",
+    )
+    add_reembed_arguments(reembed)
+
     from fantasytalking.metrics.evaluate import add_evaluate_arguments
 
     ev = commands.add_parser(
@@ -284,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             report = synth_from_args(args)
             print(report.summary())
+        elif args.command == "reembed":
+            from fantasytalking.data.reembed import reembed_from_args
+
+            record = reembed_from_args(args)
+            print(f"wrote {args.out}: {record['clips']} clips, face_embedding by {record['encoder_name']} "
+                  f"({record['embedding_dim']}-d)")
         elif args.command == "evaluate":
             from fantasytalking.metrics.evaluate import evaluate_from_args, markdown_report
 

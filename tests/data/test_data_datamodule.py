@@ -303,6 +303,25 @@ def test_face_standardize_folds_the_statistics_into_a_fresh_conditioner(shard_di
     fit(restarted)
     assert torch.equal(restarted.conditioning["face"].input_proj.weight.detach(), folded)
 
+    # an export trained WITHOUT a face path (the paper's ablation) as init_from: its weights are loaded, and the
+    # face path, absent from it, starts fresh and is standardised like a first fit's
+    from fantasytalking.training.export import export_conditioning
+
+    torch.manual_seed(1)
+    noface = StageOneClipAligner(backbone={"preset": "tiny"}, optim={"lr": 0.0, "weight_decay": 0.0})
+    ablation = export_conditioning(noface, tmp_path / "noface.safetensors")
+    torch.manual_seed(2)
+    grown = StageOneClipAligner(backbone={"preset": "tiny"}, face=face, optim={"lr": 0.0, "weight_decay": 0.0},
+                                init_from=str(ablation))  # fmt: skip
+    audio = grown.conditioning["audio"].proj_model.proj.weight
+    assert torch.equal(audio, noface.conditioning["audio"].proj_model.proj.weight)  # the export's weights
+    proj = grown.conditioning["face"].input_proj
+    fresh_w, fresh_b = proj.weight.detach().clone(), proj.bias.detach().clone()
+    branches = [p.branches["face"].k_proj.weight for p in grown.transformer.processors]
+    assert all(not b.any() for b in branches)  # the fresh face branches start at zero
+    fit(grown)
+    assert torch.allclose(proj(x), ((x - mean) / std) @ fresh_w.T + fresh_b, rtol=1e-4, atol=1e-3)
+
 
 def _shard_keys(shard: str) -> set[str]:
     with tarfile.open(shard) as tar:

@@ -145,3 +145,60 @@ def test_face_alignment_real_code_path_with_local_weights(tmp_path):
     run = subprocess.run([sys.executable, "-c", _FA_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split()[0] == "ok"
+
+
+def _layout_image(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A drawn head: background (10, 20, 30), hair band (200, 40, 40) above a skin face (220, 180, 150), shirt
+    (40, 160, 60) on the bottom rows; landmarks spread over the face box (brows to chin)."""
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = (10, 20, 30)
+    img[14:34, 28:68] = (200, 40, 40)
+    img[34:72, 28:68] = (220, 180, 150)
+    img[80:, 16:80] = (40, 160, 60)
+    grid = np.linspace(0.0, 1.0, 68)
+    landmarks = np.stack([28 + 40 * grid, 34 + 38 * grid[::-1]], axis=1)  # (68, 2) in the box x 28-68, y 34-72
+    return img, landmarks
+
+
+def test_head_thumbnail_keeps_the_colour_layout_of_the_whole_head():
+    from fantasytalking.face import HeadThumbnailEncoder
+
+    img, lm = _layout_image()
+    enc = make_face_encoder("head")
+    assert isinstance(enc, HeadThumbnailEncoder) and isinstance(enc, FaceEncoder)
+    assert enc.dim == 3 * 8 * 8 and enc.name == "head-thumbnail-8x8"
+    v = enc.encode(img, lm)
+    assert v.shape == (enc.dim,) and v.dtype == np.float32 and v.min() >= 0 and v.max() <= 1
+    thumb = v.reshape(8, 8, 3) * 255
+    # the square spans 2.2 x 40 = 88 px around the box centre (48, 53): hair in the top rows' middle, the face's
+    # skin in the middle, the shirt at the bottom, the background in the top corners (repeated edge beyond)
+    assert np.allclose(thumb[0, 0], (10, 20, 30), atol=1)
+    assert np.abs(thumb[1, 3:5] - (200, 40, 40)).max() < 30
+    assert np.abs(thumb[4, 3:5] - (220, 180, 150)).max() < 2
+    assert np.abs(thumb[7, 3:5] - (40, 160, 60)).max() < 40
+    crop = enc.crop(img, lm)
+    assert crop.shape == (88, 88, 3)
+    # a shirt of another colour changes the vector; dlib's descriptor of the face would not see it
+    other = img.copy()
+    other[80:, 16:80] = (60, 60, 200)
+    assert np.abs(enc.encode(other, lm) - v).max() > 0.3
+    # a face at the image's edge: the square is padded by repeating the edge, same size
+    assert enc.crop(img[:, 20:], lm - np.array([20, 0])).shape == (88, 88, 3)
+    with pytest.raises(InputError, match="landmarks"):
+        enc.encode(img, lm[:10])
+
+
+def test_face_encoder_specs_concatenate_and_refuse_bad_ones(portrait_landmarks):
+    from fantasytalking.face import ConcatFaceEncoder
+
+    img, lm = portrait_landmarks
+    enc = make_face_encoder("dlib+head:4")
+    assert isinstance(enc, ConcatFaceEncoder) and enc.dim == 128 + 3 * 4 * 4
+    assert enc.name == "dlib-resnet-v1+head-thumbnail-4x4"
+    v = enc.encode(img, lm)
+    assert v.shape == (enc.dim,)
+    assert np.array_equal(v[:128], DlibFaceEncoder().encode(img, lm))
+    assert np.array_equal(v[128:], make_face_encoder("head:4").encode(img, lm))
+    for bad in ("head:0", "head:x", "dlib+", "+head", "clip"):
+        with pytest.raises(InputError, match="face encoder"):
+            make_face_encoder(bad)

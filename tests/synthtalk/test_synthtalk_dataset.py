@@ -179,9 +179,32 @@ def test_dlib_embedding_is_of_the_frame_inference_embeds(tmp_path: Path) -> None
     assert np.linalg.norm(stored - of_frame) < 0.15
 
 
+def test_any_face_encoder_spec_writes_its_embedding(tmp_path: Path) -> None:
+    """--face-encoder takes the specs training and inference use (here dlib beside a 2x2 head thumbnail)."""
+    import json
+    import tarfile
+
+    from fantasytalking.data import format as fmt
+    from fantasytalking.face import make_face_encoder
+
+    out = tmp_path / "head"
+    write_synthtalk(SynthConfig(out_dir=out, clips=1, size=64, num_frames=5, seed=5, face_encoder="dlib+head:2"))
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        data = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    stored = fmt.from_npy(data[fmt.FACE_EMBEDDING])
+    meta = json.loads(data[fmt.META])
+    assert stored.shape == (128 + 12,) and meta["embedding_dim"] == 140
+    assert meta["face_encoder"] == "dlib-resnet-v1+head-thumbnail-2x2"
+    first = fmt.decode_mp4(data[fmt.VIDEO])[0]
+    landmarks = fmt.from_npy(data[fmt.LANDMARKS])[0]
+    thumb = make_face_encoder("head:2").encode(first, landmarks)  # of the frame as the shard shows it
+    assert np.abs(stored[128:] - thumb).max() < 0.03  # H.264 moves the cell means by a few levels at most
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--seed", "-1"), ("--face-size", "0"), ("--crf", "99"), ("--clips-per-shard", "0")],
+    [("--seed", "-1"), ("--face-size", "0"), ("--crf", "99"), ("--clips-per-shard", "0"), ("--face-encoder", "clip"),
+     ("--face-encoder", "dlib+head:0")],
 )
 def test_bad_options_are_refused_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str

@@ -16,7 +16,14 @@ Quick tour::
 """
 
 from fantasytalking.face.align import ARCFACE_TEMPLATE_112, align_face, five_points, similarity_transform
-from fantasytalking.face.embed import ArcFaceEncoder, DlibFaceEncoder, FaceEncoder, make_face_encoder
+from fantasytalking.face.embed import (
+    ArcFaceEncoder,
+    ConcatFaceEncoder,
+    DlibFaceEncoder,
+    FaceEncoder,
+    HeadThumbnailEncoder,
+    make_face_encoder,
+)
 from fantasytalking.face.landmarks import (
     FACE_ALIGNMENT_FILES,
     LIP_INNER,
@@ -54,6 +61,7 @@ __all__ = [
     "LIP_OUTER",
     "NUM_LANDMARKS",
     "ArcFaceEncoder",
+    "ConcatFaceEncoder",
     "CropBox",
     "DlibFaceEncoder",
     "DlibLandmarker",
@@ -62,6 +70,7 @@ __all__ = [
     "FaceEncoder",
     "FaceTrack",
     "HeadShoulderProxy",
+    "HeadThumbnailEncoder",
     "LandmarkBackend",
     "NoFaceError",
     "PoseSource",

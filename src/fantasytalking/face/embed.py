@@ -7,8 +7,14 @@
   the ArcFace 5-point template (:func:`~fantasytalking.face.align.align_face`) and returning ``(B, E)``.
   No ArcFace weights ship with this library (the common ones are research-only); a missing or unusable file
   raises a one-line :class:`~fantasytalking.errors.WeightsError`.
+* :class:`HeadThumbnailEncoder` (no weights): the colour layout of the whole head, a ``G x G`` RGB thumbnail of
+  the head-and-shoulders square around the landmarks' face box (hair, ears, neck, collar and the background
+  beside them), ``3 G^2`` values in ``[0, 1]``. Face-recognition descriptors are built to ignore exactly what
+  this keeps (hair, clothes, lighting, background); docs/design.md says when it helps and why it is not the
+  identity metric's own features.
+* :class:`ConcatFaceEncoder`: several of these side by side (spec ``"dlib+head"``), one vector.
 
-Both return ``float32 (E,)``; the ArcFace output is L2-normalised, dlib's is used as dlib gives it.
+All return ``float32 (E,)``; the ArcFace output is L2-normalised, dlib's is used as dlib gives it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from fantasytalking.errors import InputError, WeightsError
 from fantasytalking.face.align import align_face
 from fantasytalking.face.landmarks import as_rgb_uint8, box_from_landmarks, dlib_model
 
-__all__ = ["ArcFaceEncoder", "DlibFaceEncoder", "FaceEncoder", "make_face_encoder"]
+__all__ = [
+    "ArcFaceEncoder",
+    "ConcatFaceEncoder",
+    "DlibFaceEncoder",
+    "FaceEncoder",
+    "HeadThumbnailEncoder",
+    "make_face_encoder",
+]
 
 
 @runtime_checkable
@@ -140,10 +153,88 @@ class ArcFaceEncoder:
         return emb[0].cpu().numpy().astype(np.float32)  # (E,)
 
 
+class HeadThumbnailEncoder:
+    """A ``grid x grid`` RGB thumbnail of the head and shoulders: ``3 * grid**2`` values in ``[0, 1]``, row-major
+    ``(grid, grid, 3)``.
+
+    The square is centred on the box of the 68 landmarks (brows to chin) with side ``scale`` times the box's
+    longer side (2.2: on a SynthTalk frame the hair above the brows, the ears, the neck and the shirt's top; on a
+    photo about a passport picture); parts outside the image repeat its edge. Each thumbnail pixel is the mean
+    of its cell (box filter), so the vector is the head's colour layout, stable under a pixel's shift.
+
+    Args:
+        grid: thumbnail side (8: 192 values).
+        scale: side of the square as a multiple of the landmarks box's longer side.
+    """
+
+    def __init__(self, grid: int = 8, scale: float = 2.2) -> None:
+        if grid < 1 or not scale > 0:
+            raise InputError(f"head thumbnail needs grid >= 1 and scale > 0, got grid={grid}, scale={scale}")
+        self.grid = int(grid)
+        self.scale = float(scale)
+        self.dim = 3 * self.grid**2
+        self.name = f"head-thumbnail-{self.grid}x{self.grid}"
+
+    def crop(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The head-and-shoulders square ``uint8 (S, S, 3)`` the thumbnail averages (edge pixels repeated)."""
+        img = as_rgb_uint8(image)
+        pts = np.asarray(landmarks, dtype=np.float64)
+        if pts.shape != (68, 2) or not np.isfinite(pts).all():
+            raise InputError(f"face landmarks must be finite with shape (68, 2), got {tuple(pts.shape)}")
+        box = box_from_landmarks(pts)
+        side = max(self.grid, round(self.scale * max(box.x1 - box.x0, box.y1 - box.y0)))
+        x0 = round((box.x0 + box.x1 - side) / 2)
+        y0 = round((box.y0 + box.y1 - side) / 2)
+        h, w = img.shape[:2]
+        pad = ((max(0, -y0), max(0, y0 + side - h)), (max(0, -x0), max(0, x0 + side - w)), (0, 0))
+        padded = np.pad(img, pad, mode="edge")  # (H + pads, W + pads, 3)
+        top, left = y0 + pad[0][0], x0 + pad[1][0]
+        return padded[top : top + side, left : left + side]  # (S, S, 3)
+
+    def encode(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        square = Image.fromarray(self.crop(image, landmarks))
+        thumb = np.asarray(square.resize((self.grid, self.grid), Image.Resampling.BOX), dtype=np.float32)
+        return (thumb / 255.0).reshape(-1)  # (3 G^2,)
+
+
+class ConcatFaceEncoder:
+    """Several face encoders side by side: ``encode`` is their vectors concatenated in the given order."""
+
+    def __init__(self, encoders: list[FaceEncoder]) -> None:
+        if len(encoders) < 2:
+            raise InputError("a concatenated face encoder needs at least two encoders, e.g. 'dlib+head'")
+        self.encoders = list(encoders)
+        self.dim = sum(int(e.dim) for e in self.encoders)
+        self.name = "+".join(e.name for e in self.encoders)
+
+    def encode(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        parts = [np.asarray(e.encode(image, landmarks), dtype=np.float32).reshape(-1) for e in self.encoders]
+        return np.concatenate(parts)  # (sum of E,)
+
+
+_SPECS = "'dlib', 'head' (or 'head:GRID'), 'arcface:/path/to/model.pt', or several joined by '+' (e.g. 'dlib+head')"
+
+
 def make_face_encoder(spec: str = "dlib", *, device: Any = "cpu") -> FaceEncoder:
-    """``"dlib"`` -> :class:`DlibFaceEncoder`; ``"arcface:PATH"`` -> :class:`ArcFaceEncoder` on ``PATH``."""
+    """A face encoder from its spec: ``"dlib"`` -> :class:`DlibFaceEncoder`; ``"head"`` or ``"head:GRID"`` ->
+    :class:`HeadThumbnailEncoder`; ``"arcface:PATH"`` -> :class:`ArcFaceEncoder` on ``PATH``; specs joined by
+    ``"+"`` -> :class:`ConcatFaceEncoder` of them (an ArcFace path must then hold no ``+``)."""
+    if "+" in spec:
+        parts = spec.split("+")
+        if not all(parts):
+            raise InputError(f"face encoder {spec!r} has an empty part; use {_SPECS}")
+        return ConcatFaceEncoder([make_face_encoder(part, device=device) for part in parts])
     if spec == "dlib":
         return DlibFaceEncoder()
+    if spec == "head":
+        return HeadThumbnailEncoder()
+    if spec.startswith("head:"):
+        grid = spec.split(":", 1)[1]
+        if not grid.isdigit() or int(grid) < 1:
+            raise InputError(f"face encoder {spec!r}: the thumbnail side must be a positive integer, e.g. 'head:8'")
+        return HeadThumbnailEncoder(grid=int(grid))
     if spec.startswith("arcface:") and len(spec) > len("arcface:"):
         return ArcFaceEncoder(spec.split(":", 1)[1], device=device)
-    raise InputError(f"unknown face encoder {spec!r}; use 'dlib' or 'arcface:/path/to/model.pt'")
+    raise InputError(f"unknown face encoder {spec!r}; use {_SPECS}")

@@ -213,6 +213,7 @@ class FantasyTalkingModule(pl.LightningModule):
         self._empty_prompt: torch.Tensor | None = None
         self._cache: EncodeCache | None = None
         self._face_standardized = False
+        self._face_from_init = True  # init_from (if any) carries the face conditioner; _load_export may say not
         self._condition_frame0_only: bool | None = None
         if init_from is not None:
             self.load_weights(init_from, ema=init_from_ema)
@@ -363,7 +364,7 @@ class FantasyTalkingModule(pl.LightningModule):
         ``input_proj`` (once per module; weights from ``init_from`` or a resumed checkpoint already carry it)."""
         if self.face_config is None or not self.face_config.standardize or self._face_standardized:
             return
-        if self.init_from is not None:
+        if self.init_from is not None and self._face_from_init:
             log.info("face.standardize: the face conditioner comes from %s, which already reads its features as "
                      "trained; nothing to fold in", self.init_from)  # fmt: skip
             self._face_standardized = True
@@ -693,6 +694,11 @@ class FantasyTalkingModule(pl.LightningModule):
             config = load_into_pipeline(self.pipe, path)
         finally:
             self.audio_conditioner.mode = mode
+        if "face" in self.conditioning and "face" not in config.get("conditioners", {}):
+            # an export trained without a face path (the paper's ablation) under a model with one: the face
+            # conditioner and its zero branches start fresh, as in a first fit (face.standardize then applies)
+            self._face_from_init = False
+            log.info("init_from %s has no face conditioner: the face path starts fresh (its branches at zero)", path)
         if config.get("backbone", {}).get("full"):  # a fully trained backbone: keep it in this run's checkpoints
             self._omitted_keys = frozenset(k for k in self._omitted_keys if not k.startswith("transformer."))
 

@@ -48,8 +48,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="share of clips in [0, 1] whose window ends over the utterance's final pause (the mouth "
                         "closes in the clip; default 0: windows anywhere)")  # fmt: skip
     p.add_argument("--face-size", type=int, default=d.face_size, help="side of the aligned reference face.png")
-    p.add_argument("--face-encoder", choices=("dlib", "identity"), default=d.face_encoder,
-                   help="face_embedding.npy: dlib descriptor as in preprocessing, or the identity parameters (faster)")  # fmt: skip
+    p.add_argument("--face-encoder", default=d.face_encoder,
+                   help="face_embedding.npy: a face encoder as in preprocessing (dlib, head, dlib+head, "
+                        "arcface:PATH), or identity: the identity parameters (faster, for tests)")  # fmt: skip
     p.add_argument("--clips-per-shard", type=int, default=d.clips_per_shard, help="samples per shard")
     p.add_argument("--crf", type=int, default=d.crf, help="H.264 quality of video.mp4 (lower is better)")
     p.add_argument("--workers", type=int, default=d.workers,

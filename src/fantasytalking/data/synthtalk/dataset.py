@@ -101,7 +101,7 @@ class SynthConfig:
     pause_share: float = 0.0
     rate_range: tuple[int, int] = (130, 200)
     face_size: int = 224
-    face_encoder: str = "dlib"  # "dlib" (as preprocessing) or "identity" (the identity parameter vector, faster)
+    face_encoder: str = "dlib"  # a face encoder spec (make_face_encoder: dlib, dlib+head, ...) or "identity" (faster)
     supersample: int = 4
     clips_per_shard: int = 100
     crf: int = 18
@@ -134,8 +134,8 @@ class SynthConfig:
             raise InputError(f"--motion must be in [0, 1], got {self.motion}")
         if not 0 <= self.pause_share <= 1:
             raise InputError(f"--pause-share must be in [0, 1], got {self.pause_share}")
-        if self.face_encoder not in ("dlib", "identity"):
-            raise InputError(f"--face-encoder must be dlib or identity, got {self.face_encoder!r}")
+        if self.face_encoder != "identity":  # any face encoder spec (dlib, head, dlib+head, arcface:PATH)
+            _check_face_encoder_spec(self.face_encoder)
         if self.identities is not None and self.identities < 1:
             raise InputError(f"--identities must be at least 1, got {self.identities}")
         if self.workers < 1:
@@ -310,14 +310,24 @@ def _identity_vector(ident: Identity) -> np.ndarray:
     return np.asarray(vals, dtype=np.float32)
 
 
+def _check_face_encoder_spec(spec: str) -> None:
+    """Refuse an unknown ``--face-encoder`` before anything is written (a file an ArcFace spec names is checked when
+    the encoder loads)."""
+    for part in spec.split("+"):
+        if not (part == "dlib" or part == "head" or (part.startswith("head:") and part[5:].isdigit() and int(part[5:]) > 0)
+                or (part.startswith("arcface:") and len(part) > len("arcface:"))):  # fmt: skip
+            raise InputError(f"--face-encoder {spec!r}: use identity, dlib, head, head:GRID, arcface:PATH, or face "
+                             "encoders joined by '+' (e.g. dlib+head)")  # fmt: skip
+
+
 class _Encoders:
     def __init__(self, cfg: SynthConfig) -> None:
         self.cfg = cfg
         self.face_encoder: Any = None
-        if cfg.face_encoder == "dlib":
-            from fantasytalking.face.embed import DlibFaceEncoder
+        if cfg.face_encoder != "identity":
+            from fantasytalking.face.embed import make_face_encoder
 
-            self.face_encoder = DlibFaceEncoder()
+            self.face_encoder = make_face_encoder(cfg.face_encoder)
 
     def reference(self, clip: SynthClip, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Aligned face ``uint8 (S, S, 3)`` from frame 0 rendered at a larger size, and embedding ``float32 (E,)``
