@@ -39,6 +39,15 @@ __all__ = [
 ]
 
 
+def _checked_face(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``uint8 (H, W, 3)`` image, ``float64 (68, 2)`` landmarks and their box, or a one-line InputError."""
+    img = as_rgb_uint8(image)
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.shape != (68, 2) or not np.isfinite(pts).all():
+        raise InputError(f"face landmarks must be finite with shape (68, 2), got {tuple(pts.shape)}")
+    return img, pts, box_from_landmarks(pts)
+
+
 @runtime_checkable
 class FaceEncoder(Protocol):
     """``encode(image uint8 (H, W, 3), landmarks (68, 2)) -> float32 (dim,)``; ``name`` goes into ``meta.json``."""
@@ -69,11 +78,7 @@ class DlibFaceEncoder:
         self.padding = float(padding)
 
     def encode(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        img = as_rgb_uint8(image)
-        pts = np.asarray(landmarks, dtype=np.float64)
-        if pts.shape != (68, 2) or not np.isfinite(pts).all():
-            raise InputError(f"face landmarks must be finite with shape (68, 2), got {tuple(pts.shape)}")
-        box = box_from_landmarks(pts)
+        img, pts, box = _checked_face(image, landmarks)
         rect = self._dlib.rectangle(round(box.x0), round(box.y0), round(box.x1), round(box.y1))
         shape = self._dlib.full_object_detection(rect, [self._dlib.point(round(x), round(y)) for x, y in pts])
         vec = self._model.compute_face_descriptor(img, shape, self.num_jitters, self.padding)
@@ -177,11 +182,7 @@ class HeadThumbnailEncoder:
 
     def crop(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The head-and-shoulders square ``uint8 (S, S, 3)`` the thumbnail averages (edge pixels repeated)."""
-        img = as_rgb_uint8(image)
-        pts = np.asarray(landmarks, dtype=np.float64)
-        if pts.shape != (68, 2) or not np.isfinite(pts).all():
-            raise InputError(f"face landmarks must be finite with shape (68, 2), got {tuple(pts.shape)}")
-        box = box_from_landmarks(pts)
+        img, _, box = _checked_face(image, landmarks)
         side = max(self.grid, round(self.scale * max(box.x1 - box.x0, box.y1 - box.y0)))
         x0 = round((box.x0 + box.x1 - side) / 2)
         y0 = round((box.y0 + box.y1 - side) / 2)
