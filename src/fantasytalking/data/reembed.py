@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -148,7 +149,7 @@ def reembed_faces(
                             data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
                         header = tarfile.TarInfo(info.name)
                         header.size, header.mtime, header.mode = len(data), info.mtime, info.mode
-                        writer.addfile(header, _Bytes(data))
+                        writer.addfile(header, io.BytesIO(data))
                     count += 1
             if progress is not None:
                 progress(count)
@@ -169,18 +170,6 @@ def reembed_faces(
             shutil.rmtree(tmp)
         raise
     return record
-
-
-class _Bytes:
-    """A file object over bytes for ``TarFile.addfile``."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n is None or n < 0 else min(self._pos + n, len(self._data))
-        out, self._pos = self._data[self._pos : end], end
-        return out
 
 
 def add_reembed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
