@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,6 @@ def reembed_faces(
     encoder_spec: str,
     *,
     encoder: Any | None = None,
-    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Copy the shard folder ``shards`` to ``out`` with every ``face_embedding.npy`` made by ``encoder_spec``.
 
@@ -95,7 +94,6 @@ def reembed_faces(
         encoder_spec: the face encoder, as :func:`fantasytalking.face.make_face_encoder` reads it (``"dlib"``,
             ``"head"``, ``"dlib+head"``, ``"arcface:PATH"``); recorded in the copy's settings.
         encoder: a ready encoder for that spec (default: built from it).
-        progress: called with the number of clips done after each shard.
 
     Returns:
         the record written to ``out/reembed.json``: source, spec, encoder name, ``embedding_dim``, clips.
@@ -151,8 +149,6 @@ def reembed_faces(
                         header.size, header.mtime, header.mode = len(data), info.mtime, info.mode
                         writer.addfile(header, io.BytesIO(data))
                     count += 1
-            if progress is not None:
-                progress(count)
         for side in sorted(p for p in src.iterdir() if p.is_file() and not p.name.endswith(".tar")):
             if side.name in _SETTINGS_FILES:
                 settings = json.loads(side.read_text())

@@ -23,6 +23,7 @@ from fantasytalking.face.embed import (
     FaceEncoder,
     HeadThumbnailEncoder,
     make_face_encoder,
+    parse_face_encoder_spec,
 )
 from fantasytalking.face.landmarks import (
     FACE_ALIGNMENT_FILES,
@@ -92,6 +93,7 @@ __all__ = [
     "make_landmarker",
     "normalise_intensity",
     "normalised_variance",
+    "parse_face_encoder_spec",
     "similarity_transform",
     "track_face",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "FaceEncoder",
     "HeadThumbnailEncoder",
     "make_face_encoder",
+    "parse_face_encoder_spec",
 ]
 
 
@@ -218,24 +219,35 @@ class ConcatFaceEncoder:
 _SPECS = "'dlib', 'head' (or 'head:GRID'), 'arcface:/path/to/model.pt', or several joined by '+' (e.g. 'dlib+head')"
 
 
+def parse_face_encoder_spec(spec: str) -> list[tuple[str, str]]:
+    """The parts of a face encoder spec as ``(kind, argument)`` pairs (``[("dlib", ""), ("head", "8")]`` for
+    ``"dlib+head"``), without building anything (no model or file is loaded); a bad spec is a one-line
+    :class:`~fantasytalking.errors.InputError`. ``"+"`` joins parts, so an ArcFace path must hold none."""
+    parts = []
+    for part in spec.split("+"):
+        kind, _, arg = part.partition(":")
+        if part == "dlib":
+            parts.append(("dlib", ""))
+        elif kind == "head" and (part == "head" or (arg.isdigit() and int(arg) >= 1)):
+            parts.append(("head", arg or "8"))
+        elif kind == "arcface" and arg:
+            parts.append(("arcface", arg))
+        else:
+            raise InputError(f"unknown face encoder {spec!r} (part {part!r}); use {_SPECS}")
+    return parts
+
+
 def make_face_encoder(spec: str = "dlib", *, device: Any = "cpu") -> FaceEncoder:
-    """A face encoder from its spec: ``"dlib"`` -> :class:`DlibFaceEncoder`; ``"head"`` or ``"head:GRID"`` ->
-    :class:`HeadThumbnailEncoder`; ``"arcface:PATH"`` -> :class:`ArcFaceEncoder` on ``PATH``; specs joined by
-    ``"+"`` -> :class:`ConcatFaceEncoder` of them (an ArcFace path must then hold no ``+``)."""
-    if "+" in spec:
-        parts = spec.split("+")
-        if not all(parts):
-            raise InputError(f"face encoder {spec!r} has an empty part; use {_SPECS}")
-        return ConcatFaceEncoder([make_face_encoder(part, device=device) for part in parts])
-    if spec == "dlib":
-        return DlibFaceEncoder()
-    if spec == "head":
-        return HeadThumbnailEncoder()
-    if spec.startswith("head:"):
-        grid = spec.split(":", 1)[1]
-        if not grid.isdigit() or int(grid) < 1:
-            raise InputError(f"face encoder {spec!r}: the thumbnail side must be a positive integer, e.g. 'head:8'")
-        return HeadThumbnailEncoder(grid=int(grid))
-    if spec.startswith("arcface:") and len(spec) > len("arcface:"):
-        return ArcFaceEncoder(spec.split(":", 1)[1], device=device)
-    raise InputError(f"unknown face encoder {spec!r}; use {_SPECS}")
+    """A face encoder from its spec (:func:`parse_face_encoder_spec`): ``"dlib"`` -> :class:`DlibFaceEncoder`;
+    ``"head"`` or ``"head:GRID"`` -> :class:`HeadThumbnailEncoder`; ``"arcface:PATH"`` -> :class:`ArcFaceEncoder` on
+    ``PATH``; specs joined by ``"+"`` -> :class:`ConcatFaceEncoder` of them."""
+
+    def build(kind: str, arg: str) -> FaceEncoder:
+        if kind == "dlib":
+            return DlibFaceEncoder()
+        if kind == "head":
+            return HeadThumbnailEncoder(grid=int(arg))
+        return ArcFaceEncoder(arg, device=device)
+
+    encoders = [build(kind, arg) for kind, arg in parse_face_encoder_spec(spec)]
+    return encoders[0] if len(encoders) == 1 else ConcatFaceEncoder(encoders)

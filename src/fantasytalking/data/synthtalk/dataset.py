@@ -135,7 +135,12 @@ class SynthConfig:
         if not 0 <= self.pause_share <= 1:
             raise InputError(f"--pause-share must be in [0, 1], got {self.pause_share}")
         if self.face_encoder != "identity":  # any face encoder spec (dlib, head, dlib+head, arcface:PATH)
-            _check_face_encoder_spec(self.face_encoder)
+            from fantasytalking.face.embed import parse_face_encoder_spec
+
+            try:
+                parse_face_encoder_spec(self.face_encoder)
+            except InputError as err:
+                raise InputError(f"--face-encoder: {err} (or identity)") from None
         if self.identities is not None and self.identities < 1:
             raise InputError(f"--identities must be at least 1, got {self.identities}")
         if self.workers < 1:
@@ -308,16 +313,6 @@ def _identity_vector(ident: Identity) -> np.ndarray:
             choices = {"hair_style": _HAIR_STYLES, "pattern": _PATTERNS, "glasses": _GLASSES}[name]
             vals.append(choices.index(str(v)) / max(len(choices) - 1, 1))
     return np.asarray(vals, dtype=np.float32)
-
-
-def _check_face_encoder_spec(spec: str) -> None:
-    """Refuse an unknown ``--face-encoder`` before anything is written (a file an ArcFace spec names is checked when
-    the encoder loads)."""
-    for part in spec.split("+"):
-        if not (part == "dlib" or part == "head" or (part.startswith("head:") and part[5:].isdigit() and int(part[5:]) > 0)
-                or (part.startswith("arcface:") and len(part) > len("arcface:"))):  # fmt: skip
-            raise InputError(f"--face-encoder {spec!r}: use identity, dlib, head, head:GRID, arcface:PATH, or face "
-                             "encoders joined by '+' (e.g. dlib+head)")  # fmt: skip
 
 
 class _Encoders:
