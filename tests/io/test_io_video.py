@@ -367,3 +367,51 @@ def test_same_frames_give_the_same_file_whatever_the_heap_holds(tmp_path: Path) 
         written.append(path.read_bytes())
     assert written[1] == written[0] and written[2] == written[0]
     assert " mbtree=0 " in _x264_settings(tmp_path / "j0.mp4")
+
+
+def _decode_in_child(fn_name: str, data: bytes, q: Any) -> None:
+    from fantasytalking.data.format import decode_mp4
+
+    q.put(decode_mp4(data).shape if fn_name == "decode_mp4" else read_video(data)[0].shape)
+
+
+@pytest.mark.parametrize("fn_name", ["decode_mp4", "read_video"])
+def test_decoding_in_a_forked_process_after_decoding_in_the_parent(tmp_path, fn_name):
+    """DataLoader workers are forked: a decode there must not wait for scaler threads only the parent has.
+
+    The parent first converts frames the plain PyAV way (``frame.to_ndarray(format="rgb24")``), as any caller may,
+    which leaves PyAV's per-thread scaler with slice threads in the parent. With PyAV 18.1.1 a child converting
+    through that inherited scaler blocks forever (the CI hang this guards against); ``frame_to_rgb24`` does not.
+    """
+    import multiprocessing
+
+    path = write_video(tmp_path / "a.mp4", _frames(5), fps=23)
+    data = path.read_bytes()
+    with av.open(str(path)) as container:
+        warm = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(warm) == 5
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_decode_in_child, args=(fn_name, data if fn_name == "decode_mp4" else path, q))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "decoding in a forked process hung on the parent's scaler threads"
+    assert child.exitcode == 0 and q.get(timeout=5) == (5, 64, 96, 3)
+
+
+def test_frame_to_rgb24_matches_pyav_conversion(tmp_path):
+    from av.video.reformatter import VideoReformatter
+
+    from fantasytalking.io.video import frame_to_rgb24
+
+    path = write_video(tmp_path / "a.mp4", _frames(3), fps=23)
+    scaler = VideoReformatter()
+    with av.open(str(path)) as container:
+        for f in container.decode(container.streams.video[0]):
+            ours = frame_to_rgb24(f, scaler)
+            assert ours.dtype == np.uint8 and ours.shape == (64, 96, 3)
+            np.testing.assert_array_equal(ours, f.to_ndarray(format="rgb24"))
+            assert frame_to_rgb24(f, scaler, width=48, height=32).shape == (32, 48, 3)

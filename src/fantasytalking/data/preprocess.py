@@ -61,7 +61,7 @@ from fantasytalking.face.motion import (
 )
 from fantasytalking.face.track import clip_crop_box, crop_frames, landmarks_to_crop, track_face
 from fantasytalking.io import load_audio, write_json_atomic, write_video
-from fantasytalking.io.video import fsync_path, json_default
+from fantasytalking.io.video import frame_to_rgb24, fsync_path, json_default
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -248,9 +248,11 @@ class _VideoStream:
 
     def __init__(self, path: Path, fps: float, max_side: int | None) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
         self.path = path
         self.fps = float(fps)
+        self._scaler = VideoReformatter()  # this reader's own (see frame_to_rgb24)
         try:
             self._container = av.open(str(path), mode="r")
         except (av.FFmpegError, OSError, ValueError) as err:
@@ -287,9 +289,8 @@ class _VideoStream:
             self._container.close()
 
     def _to_array(self, frame: Any) -> np.ndarray:
-        if self.out_size is not None:
-            return frame.to_ndarray(format="rgb24", width=self.out_size[0], height=self.out_size[1])
-        return frame.to_ndarray(format="rgb24")
+        w, h = self.out_size if self.out_size is not None else (None, None)
+        return frame_to_rgb24(frame, self._scaler, width=w, height=h)
 
     def frames(self) -> Iterator[np.ndarray]:
         """``uint8 (H, W, 3)`` frames at the target rate; a decode error ends the stream (see ``decode_error``)."""

@@ -26,6 +26,7 @@ __all__ = [
     "AAC_SAMPLE_RATES",
     "check_output_path",
     "check_outputs",
+    "frame_to_rgb24",
     "probe_video",
     "read_video",
     "sidecar_path",
@@ -38,6 +39,23 @@ __all__ = [
 AAC_SAMPLE_RATES = frozenset({7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000})
 
 PathLike = str | os.PathLike[str]
+
+
+# --------------------------------------------------------------------------------------------------- frames
+
+
+def frame_to_rgb24(frame: Any, reformatter: Any, *, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """A decoded PyAV frame as ``uint8 (H, W, 3)`` RGB, scaled on the calling thread through ``reformatter``.
+
+    ``reformatter`` is an ``av.video.reformatter.VideoReformatter`` the caller made (one per container is enough).
+    Not ``frame.to_ndarray(format="rgb24")``: that goes through a scaler PyAV keeps per thread, whose slice threads
+    (one per core by default, PyAV >= 17) live in the process that first used it. A forked process, a DataLoader
+    worker, inherits the scaler without its threads and waits for them forever (seen with PyAV 18.1.1: every
+    worker of the first multi-worker loader after any decode in the parent hung). One thread also keeps several
+    workers from each starting a thread per core.
+    """
+    rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height, threads=1)
+    return rgb.to_ndarray()  # no arguments: converts nothing, so PyAV's per-thread scaler is not touched
 
 
 # --------------------------------------------------------------------------------------------------- paths
@@ -459,7 +477,10 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, in
         with opener() as container:
             vstream = _video_stream(container, p)
             fps = _rate_of(vstream)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(vstream)]
+            from av.video.reformatter import VideoReformatter
+
+            scaler = VideoReformatter()
+            frames = [frame_to_rgb24(f, scaler) for f in container.decode(vstream)]
         audio, sr = None, None
         with opener() as container:
             if container.streams.audio:
