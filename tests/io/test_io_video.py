@@ -369,10 +369,11 @@ def test_same_frames_give_the_same_file_whatever_the_heap_holds(tmp_path: Path) 
     assert " mbtree=0 " in _x264_settings(tmp_path / "j0.mp4")
 
 
-def _decode_in_child(fn_name: str, data: bytes, q: Any) -> None:
+def _decode_in_child(fn_name: str, source: bytes | Path, q: Any) -> None:
+    """Puts the decoded frames' shape: of mp4 bytes (``decode_mp4``) or of a file (``read_video``)."""
     from fantasytalking.data.format import decode_mp4
 
-    q.put(decode_mp4(data).shape if fn_name == "decode_mp4" else read_video(data)[0].shape)
+    q.put(decode_mp4(source).shape if fn_name == "decode_mp4" else read_video(source)[0].shape)
 
 
 @pytest.mark.parametrize("fn_name", ["decode_mp4", "read_video"])

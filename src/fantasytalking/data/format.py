@@ -254,15 +254,13 @@ def decode_png(data: bytes) -> np.ndarray:
 def decode_mp4(data: bytes) -> np.ndarray:
     """All frames of an in-memory mp4 as ``uint8 (N, H, W, 3)`` (raises on undecodable data or no frames)."""
     import av
-    from av.video.reformatter import VideoReformatter
 
-    from fantasytalking.io.video import frame_to_rgb24  # its own scaler: this runs in forked DataLoader workers
+    from fantasytalking.io.video import decode_rgb24  # its own scaler: this runs in forked DataLoader workers
 
-    scaler = VideoReformatter()
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.video:
             raise ValueError("mp4 has no video stream")
-        frames = [frame_to_rgb24(f, scaler) for f in container.decode(container.streams.video[0])]
+        frames = decode_rgb24(container, container.streams.video[0])
     if not frames:
         raise ValueError("mp4 has no frames")
     return np.stack(frames)

@@ -26,6 +26,7 @@ __all__ = [
     "AAC_SAMPLE_RATES",
     "check_output_path",
     "check_outputs",
+    "decode_rgb24",
     "frame_to_rgb24",
     "probe_video",
     "read_video",
@@ -56,6 +57,15 @@ def frame_to_rgb24(frame: Any, reformatter: Any, *, width: int | None = None, he
     """
     rgb = reformatter.reformat(frame, format="rgb24", width=width, height=height, threads=1)
     return rgb.to_ndarray()  # no arguments: converts nothing, so PyAV's per-thread scaler is not touched
+
+
+def decode_rgb24(container: Any, stream: Any) -> list[np.ndarray]:
+    """Every frame of ``stream`` (a video stream of the open PyAV ``container``) as ``uint8 (H, W, 3)`` RGB, through
+    one scaler made here (:func:`frame_to_rgb24`)."""
+    from av.video.reformatter import VideoReformatter
+
+    scaler = VideoReformatter()
+    return [frame_to_rgb24(f, scaler) for f in container.decode(stream)]
 
 
 # --------------------------------------------------------------------------------------------------- paths
@@ -477,10 +487,7 @@ def read_video(path: PathLike) -> tuple[np.ndarray, float, np.ndarray | None, in
         with opener() as container:
             vstream = _video_stream(container, p)
             fps = _rate_of(vstream)
-            from av.video.reformatter import VideoReformatter
-
-            scaler = VideoReformatter()
-            frames = [frame_to_rgb24(f, scaler) for f in container.decode(vstream)]
+            frames = decode_rgb24(container, vstream)
         audio, sr = None, None
         with opener() as container:
             if container.streams.audio:
