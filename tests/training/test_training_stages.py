@@ -203,3 +203,37 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     assert results[0][1].keys() == results[1][1].keys()
     for name, grad in results[0][1].items():
         torch.testing.assert_close(grad, results[1][1][name], msg=name)
+
+
+def test_a_face_path_frozen_at_zero_keeps_the_random_stream_and_adds_nothing():
+    """The stream-matched ablation of docs/design.md ("Comparing runs that differ in one part"): the same model
+    with ``trainable.only`` leaving out ``face`` draws every random number the learning model draws, and its
+    face branch stays exactly zero, so what it computes does not depend on the face at all."""
+    def build(only: list[str]):
+        torch.manual_seed(0)
+        return tiny_module(StageTwoLipRefiner, face=True, trainable={"mode": "full", "only": only})
+
+    learning, frozen = build([]), build(["backbone", "audio"])
+    assert all(torch.equal(a, b) for a, b in zip(learning.state_dict().values(), frozen.state_dict().values()))
+    batch = synthetic_batch(2, seed=3)
+    for module in (learning, frozen):
+        optimizer = module.configure_optimizers()["optimizer"]
+        for step in range(2):
+            optimizer.zero_grad()
+            module.compute_loss(batch, step_generator(0, step)).loss.backward()
+            optimizer.step()
+
+    def face_branch(module):
+        return {n: p for n, p in module.named_parameters() if ".branches.face." in n}  # (D, T) k/v per block
+
+    assert face_branch(frozen) and all(not p.any() for p in face_branch(frozen).values())
+    assert any(p.any() for p in face_branch(learning).values())  # the learning twin's branch moved
+    with torch.no_grad():
+        a, b = (m.compute_loss(batch, step_generator(0, 5)) for m in (learning, frozen))
+        assert torch.equal(a.sigmas, b.sigmas) and torch.equal(a.target, b.target)  # the same draws
+        assert all(torch.equal(a.logs[k], b.logs[k]) for k in a.logs if k.startswith("kept_"))
+        other = {**batch, "face_embedding": torch.randn_like(batch["face_embedding"])}
+        c = frozen.compute_loss(other, step_generator(0, 5))
+        assert torch.equal(b.prediction, c.prediction)  # another face, the same output: the path adds nothing
+        d = learning.compute_loss(other, step_generator(0, 5))
+        assert not torch.equal(a.prediction, d.prediction)  # while the learning twin reads the face
