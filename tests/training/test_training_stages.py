@@ -217,11 +217,8 @@ def test_a_face_path_frozen_at_zero_keeps_the_random_stream_and_adds_nothing():
     assert all(torch.equal(a, b) for a, b in zip(learning.state_dict().values(), frozen.state_dict().values()))
     batch = synthetic_batch(2, seed=3)
     for module in (learning, frozen):
-        optimizer = module.configure_optimizers()["optimizer"]
-        for step in range(2):
-            optimizer.zero_grad()
-            module.compute_loss(batch, step_generator(0, step)).loss.backward()
-            optimizer.step()
+        for seed in (0, 1):  # two optimizer steps, the same draws for both twins
+            _one_step(module, batch, seed)
 
     def face_branch(module):
         return {n: p for n, p in module.named_parameters() if ".branches.face." in n}  # (D, T) k/v per block
